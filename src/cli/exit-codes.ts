@@ -1,0 +1,28 @@
+import { constants } from 'node:os';
+import type { SandboxResult } from '../sandbox/engine.js';
+
+/**
+ * Exit codes of `airlock sandbox` and `airlock run` (DESIGN §6): the job's own exit code;
+ * 124 timed out; 125 refused by Airlock or Airlock's own failure; 126 command not executable;
+ * 127 command not found; 128+N killed by signal N (137 for a memory kill).
+ */
+export const EXIT = Object.freeze({
+  TIMED_OUT: 124,
+  AIRLOCK_ERROR: 125,
+  NOT_EXECUTABLE: 126,
+  NOT_FOUND: 127,
+  SIGNAL_BASE: 128,
+  MEMORY_KILL: 137,
+});
+
+export function exitCodeOf(result: SandboxResult): number {
+  if (result.timedOut) return EXIT.TIMED_OUT;
+  if (result.oomKilled) return EXIT.MEMORY_KILL;
+  if (result.startFailure?.kind === 'command-not-found') return EXIT.NOT_FOUND;
+  if (result.startFailure?.kind === 'not-executable') return EXIT.NOT_EXECUTABLE;
+  if (result.signal !== null) {
+    const number = constants.signals[result.signal as NodeJS.Signals] ?? 9;
+    return EXIT.SIGNAL_BASE + number;
+  }
+  return result.exitCode ?? EXIT.AIRLOCK_ERROR;
+}

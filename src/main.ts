@@ -1,0 +1,81 @@
+import { readFileSync } from 'node:fs';
+import { buildProgram, CommanderError } from './cli/program.js';
+import { loadConfig } from './config/config.js';
+import { AirlockError, describeError } from './errors.js';
+import { SandboxEngine } from './sandbox/engine.js';
+import { loadSeccompProfile } from './sandbox/seccomp.js';
+
+/**
+ * The composition root: the one place that reads the configuration and wires the parts
+ * together. Nothing else reads process.env or builds an engine.
+ */
+
+function packageVersion(): string {
+  try {
+    const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
+    return (JSON.parse(text) as { version?: string }).version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** Runs the `airlock` command line and returns the process exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const { stdout, stderr } = process;
+  const interrupt = new AbortController();
+  const onSignal = (): void => interrupt.abort();
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  let code = 0;
+  const json = argv.includes('--json');
+  try {
+    const config = loadConfig();
+    const program = buildProgram(
+      {
+        stdout,
+        stderr,
+        interrupted: interrupt.signal,
+        version: packageVersion(),
+        openEngine: () =>
+          SandboxEngine.open({
+            root: config.sandbox.dir,
+            idBase: config.sandbox.idBase,
+            idRanges: config.sandbox.idRanges,
+            killGraceMs: config.sandbox.killGraceMs,
+            runtimePaths: config.sandbox.runtimePaths,
+            seccomp: loadSeccompProfile(config.sandbox.seccompProfile),
+          }),
+      },
+      (result) => {
+        code = result;
+      },
+    );
+    await program.parseAsync([...argv], { from: 'user' });
+  } catch (error) {
+    code = reportError(error, json);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  return code;
+}
+
+/** Maps any error to its exit code, once, and prints it (as JSON under --json). */
+function reportError(error: unknown, json: boolean): number {
+  if (error instanceof CommanderError) {
+    // Help and version exit 0; a usage error was already printed by commander.
+    return error.exitCode === 0 ? 0 : 125;
+  }
+  const airlockError =
+    error instanceof AirlockError
+      ? error
+      : new AirlockError('SANDBOX_SETUP_FAILED', `internal error: ${describeError(error)}`, { cause: error });
+  if (json) {
+    process.stdout.write(
+      `${JSON.stringify({ error: { code: airlockError.code, message: airlockError.message } })}\n`,
+    );
+  } else {
+    process.stderr.write(`airlock: ${airlockError.code}: ${airlockError.message}\n`);
+  }
+  return airlockError.exitCode;
+}

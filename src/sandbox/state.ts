@@ -1,0 +1,119 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/**
+ * Airlock's own sandbox state directory, and who owns what in it.
+ *
+ *   <root>/jobs/<id>/          one job: owner.json, config.json (the bundle), disk.img, disk/
+ *   <root>/ids/<slot>          lease on a host UID/GID range (see idmap.ts)
+ *   <root>/runtime/<runtime>/  the OCI runtime's --root (container state)
+ *   <root>/rootfs/host-<digest>/  the shared read-only root of `image: host`
+ *
+ * Every job and lease records the process that created it (pid + kernel start time, so a
+ * reused pid is not mistaken for the owner). The sweep (sweep.ts) removes what belongs to
+ * dead owners and never touches what a live Airlock process is using.
+ */
+
+export interface SandboxDirs {
+  readonly root: string;
+  readonly jobs: string;
+  readonly ids: string;
+  readonly runtime: string;
+  readonly rootfs: string;
+}
+
+export function sandboxDirs(root: string): SandboxDirs {
+  return {
+    root,
+    jobs: join(root, 'jobs'),
+    ids: join(root, 'ids'),
+    runtime: join(root, 'runtime'),
+    rootfs: join(root, 'rootfs'),
+  };
+}
+
+export async function ensureSandboxDirs(dirs: SandboxDirs): Promise<void> {
+  // 0711: the job's user namespace must traverse to its bind-mount sources; listing is root's alone.
+  for (const dir of [dirs.root, dirs.jobs, dirs.rootfs]) await mkdir(dir, { recursive: true, mode: 0o711 });
+  for (const dir of [dirs.ids, dirs.runtime]) await mkdir(dir, { recursive: true, mode: 0o700 });
+}
+
+export interface Owner {
+  readonly pid: number;
+  /** Start time of the process in clock ticks since boot (/proc/PID/stat field 22). */
+  readonly startTime: string;
+}
+
+export function processStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 2 (comm) may contain spaces and parentheses: parse after the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return rest[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+export function currentOwner(): Owner {
+  const startTime = processStartTime(process.pid);
+  if (startTime === null) throw new Error('cannot read /proc/self/stat');
+  return { pid: process.pid, startTime };
+}
+
+export function ownerAlive(owner: Owner): boolean {
+  return processStartTime(owner.pid) === owner.startTime;
+}
+
+export function parseOwner(text: string): Owner | null {
+  try {
+    const value = JSON.parse(text) as Partial<Owner>;
+    if (typeof value.pid === 'number' && Number.isInteger(value.pid) && typeof value.startTime === 'string') {
+      return { pid: value.pid, startTime: value.startTime };
+    }
+  } catch {
+    // fall through: an unreadable record has no live owner
+  }
+  return null;
+}
+
+export async function readOwner(path: string): Promise<Owner | null> {
+  try {
+    return parseOwner(await readFile(path, 'utf8'));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Creates `path` holding the owner record, failing with EEXIST if it exists. The record is
+ * written to a temporary file first and linked into place, so nobody (the sweep of another
+ * process, say) ever sees the file without its owner.
+ */
+export async function writeOwner(
+  path: string,
+  owner: Owner,
+  extra: Record<string, unknown> = {},
+): Promise<void> {
+  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  await writeFile(temp, `${JSON.stringify({ ...owner, ...extra })}\n`, { mode: 0o600, flag: 'wx' });
+  try {
+    await link(temp, path);
+  } finally {
+    await unlink(temp).catch(() => undefined);
+  }
+}
+
+/** Temporary files of writeOwner() whose writer died between write and link. */
+export function isOwnerTempFile(name: string): boolean {
+  return name.startsWith('.') && name.endsWith('.tmp');
+}
+
+/** A fresh job id; also the container id and the cgroup name. */
+export function newJobId(): string {
+  return `al-${randomBytes(8).toString('hex')}`;
+}
+
+export const JOB_ID_PATTERN = /^al-[0-9a-f]{16}$/;

@@ -1,0 +1,163 @@
+import { spawn } from 'node:child_process';
+import type { JobCgroup } from './cgroup.js';
+import { runHostCommand } from './host-command.js';
+import { OutputLimiter, type OutputListener } from './output.js';
+import type { RuntimeDriver } from './runtimes.js';
+
+/**
+ * Runs one prepared bundle under its runtime and watches it: streams output through the
+ * cap, enforces the wall-clock limit, notices a job at its memory limit, honours
+ * cancellation — and in every one of those cases kills all of the job, not just its first
+ * process: a polite SIGTERM through the runtime, then SIGKILL to every process in the job's
+ * cgroup from the host (which also catches processes that ignore SIGTERM, double-fork or
+ * call setsid: they cannot leave the cgroup).
+ */
+
+export interface SuperviseInput {
+  readonly driver: RuntimeDriver;
+  readonly binaryPath: string;
+  readonly stateRoot: string;
+  readonly logFile: string;
+  readonly bundleDir: string;
+  readonly containerId: string;
+  readonly cgroup: JobCgroup;
+  readonly timeoutMs: number;
+  readonly outputLimitBytes: number;
+  readonly killGraceMs: number;
+  /** How often to look for a job paused at its memory limit (cgroup v1). */
+  readonly memoryPollMs: number;
+  readonly onOutput: OutputListener;
+  readonly signal: AbortSignal | undefined;
+  /** Called once the runtime process has been started. */
+  readonly onSpawn?: () => void;
+}
+
+export type EndReason = 'exited' | 'timeout' | 'memory' | 'cancelled';
+
+export interface SuperviseOutcome {
+  /** Exit code of the runtime process (runc/runsc report the job's, or 128+N for signal N). */
+  readonly runtimeCode: number | null;
+  /** Set when the runtime process itself died of a signal (only if Airlock had to kill it). */
+  readonly runtimeSignal: NodeJS.Signals | null;
+  readonly reason: EndReason;
+  readonly wallMs: number;
+  readonly outputBytes: number;
+  readonly outputTruncated: boolean;
+  /** The runtime could not be started at all (binary vanished, EACCES). */
+  readonly spawnError: NodeJS.ErrnoException | null;
+}
+
+/** After the job is killed, how long the runtime gets to notice and exit before it is killed too. */
+const RUNTIME_EXIT_GRACE_MS = 10_000;
+
+export function superviseContainer(input: SuperviseInput): Promise<SuperviseOutcome> {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const limiter = new OutputLimiter(input.outputLimitBytes, input.onOutput);
+    const child = spawn(
+      input.binaryPath,
+      [
+        ...input.driver.globalArgs(input.stateRoot, input.logFile),
+        ...input.driver.runArgs(input.bundleDir, input.containerId),
+      ],
+      {
+        // No stdin (/dev/null), no terminal. Own process group: a Ctrl-C at the caller's terminal
+        // reaches Airlock, which then stops the job properly, not the runtime directly.
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: true,
+        env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
+      },
+    );
+    input.onSpawn?.();
+    let reason: EndReason = 'exited';
+    let spawnError: NodeJS.ErrnoException | null = null;
+    let exited = false;
+    const timers: NodeJS.Timeout[] = [];
+
+    const killEverything = async (): Promise<void> => {
+      await input.cgroup.killAll();
+      if (exited) return;
+      // The runtime normally exits as soon as its container's processes are gone.
+      timers.push(
+        setTimeout(() => {
+          if (!exited && child.pid !== undefined) {
+            try {
+              process.kill(-child.pid, 'SIGKILL');
+            } catch {
+              // gone meanwhile
+            }
+          }
+        }, RUNTIME_EXIT_GRACE_MS),
+      );
+    };
+
+    let stopping = false;
+    let killing = false;
+    const stop = (why: EndReason, graceful: boolean): void => {
+      if (exited || killing) return;
+      if (!stopping) reason = why;
+      if (!graceful) {
+        // Also escalates a graceful stop already under way (a job paused at its memory limit
+        // during the SIGTERM grace cannot act on SIGTERM).
+        stopping = true;
+        killing = true;
+        void killEverything();
+        return;
+      }
+      if (stopping) return;
+      stopping = true;
+      // SIGTERM to every process through the runtime (gVisor's processes are not host processes).
+      void runHostCommand(
+        input.binaryPath,
+        [
+          ...input.driver.globalArgs(input.stateRoot, null),
+          ...input.driver.killArgs(input.containerId, 'TERM'),
+        ],
+        { timeoutMs: Math.max(1000, input.killGraceMs) },
+      );
+      timers.push(
+        setTimeout(() => {
+          if (killing) return;
+          killing = true;
+          void killEverything();
+        }, input.killGraceMs),
+      );
+    };
+
+    timers.push(setTimeout(() => stop('timeout', true), input.timeoutMs));
+    if (input.memoryPollMs > 0) {
+      const poll = setInterval(() => {
+        void input.cgroup.atMemoryLimit().then((atLimit) => {
+          if (atLimit) stop('memory', false);
+        });
+      }, input.memoryPollMs);
+      timers.push(poll);
+    }
+    const onAbort = (): void => stop('cancelled', true);
+    if (input.signal !== undefined) {
+      if (input.signal.aborted) onAbort();
+      else input.signal.addEventListener('abort', onAbort, { once: true });
+    }
+
+    child.stdout.on('data', (chunk: Buffer) => limiter.write('stdout', chunk));
+    child.stderr.on('data', (chunk: Buffer) => limiter.write('stderr', chunk));
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      spawnError = error;
+    });
+    child.on('close', (code, signal) => {
+      exited = true;
+      const wallMs = performance.now() - started;
+      for (const timer of timers) clearTimeout(timer);
+      input.signal?.removeEventListener('abort', onAbort);
+      resolve({
+        runtimeCode: code,
+        runtimeSignal: signal,
+        reason,
+        wallMs,
+        outputBytes: limiter.totalBytes,
+        outputTruncated: limiter.truncated,
+        spawnError,
+      });
+    });
+  });
+}

@@ -1,0 +1,189 @@
+import { readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type CgroupLayout, JobCgroup, listJobCgroups, removeJobCgroups } from './cgroup.js';
+import { runHostCommand } from './host-command.js';
+import { type IdPool, RANGE_SIZE, sweepIdLeases } from './idmap.js';
+import { mountsBelow } from './mountinfo.js';
+import type { RuntimeDriver } from './runtimes.js';
+import { JOB_ID_PATTERN, ownerAlive, readOwner, type SandboxDirs } from './state.js';
+import { workspacePaths } from './workspace.js';
+
+/**
+ * The sweep: removes everything of jobs whose Airlock process died (SIGKILL, power loss,
+ * OOM) — processes, containers, mounts, loop devices, cgroups, bundles, ID leases — and
+ * never touches a job whose owner is alive, so several Airlock processes on one host (a
+ * worker and an `airlock sandbox` run, or tests in parallel) sweep safely.
+ */
+
+export interface SweepContext {
+  readonly dirs: SandboxDirs;
+  readonly layout: CgroupLayout;
+  readonly pool: IdPool;
+  readonly runtimes: readonly { driver: RuntimeDriver; path: string; stateRoot: string }[];
+  /** The host image root in use by this process: older ones are removed when no job is alive. */
+  readonly currentImage: string;
+}
+
+export interface SweepReport {
+  /** Jobs of dead owners that were removed. */
+  readonly jobs: string[];
+  /** Jobs left alone because their owner process is alive. */
+  readonly live: number;
+  readonly containers: number;
+  readonly cgroups: number;
+  readonly leases: number;
+}
+
+/** A job directory without an owner record younger than this may be mid-creation. */
+const CREATION_GRACE_MS = 60_000;
+
+async function ageMs(path: string): Promise<number> {
+  return stat(path).then(
+    (info) => Date.now() - info.mtimeMs,
+    () => Number.POSITIVE_INFINITY,
+  );
+}
+
+export async function sweepSandboxState(context: SweepContext): Promise<SweepReport> {
+  const { dirs, layout } = context;
+  const dead: string[] = [];
+  const liveIds = new Set<string>();
+  for (const name of await readdir(dirs.jobs).catch(() => [] as string[])) {
+    if (!JOB_ID_PATTERN.test(name)) continue;
+    const jobDir = join(dirs.jobs, name);
+    const owner = await readOwner(join(jobDir, 'owner.json'));
+    if (owner !== null ? ownerAlive(owner) : (await ageMs(jobDir)) < CREATION_GRACE_MS) {
+      liveIds.add(name);
+      continue;
+    }
+    dead.push(name);
+  }
+
+  // Containers the runtimes still know about, of jobs that are not alive.
+  let containers = 0;
+  for (const { driver, path, stateRoot } of context.runtimes) {
+    const names = await readdir(stateRoot).catch(() => [] as string[]);
+    const ids = new Set(names.flatMap((name) => name.match(/al-[0-9a-f]{16}/g) ?? []));
+    for (const id of ids) {
+      if (liveIds.has(id)) continue;
+      // Kill from the host first: a runtime cannot always signal a paused (OOM) sandbox.
+      await new JobCgroup(layout, id).killAll();
+      await runHostCommand(path, [...driver.globalArgs(stateRoot, null), ...driver.deleteArgs(id)], {
+        timeoutMs: 30_000,
+      });
+      containers += 1;
+    }
+  }
+
+  // Cgroups of jobs that are not alive (with or without a job directory).
+  let cgroups = 0;
+  for (const id of await listJobCgroups(layout)) {
+    if (!JOB_ID_PATTERN.test(id) || liveIds.has(id)) continue;
+    await new JobCgroup(layout, id).killAll();
+    await removeJobCgroups(layout, id);
+    cgroups += 1;
+  }
+
+  for (const id of dead) {
+    const jobDir = join(dirs.jobs, id);
+    // Its disk (and anything else mounted below it) is unmounted, deepest first; every process
+    // of the job is dead by now, so nothing holds the mount.
+    for (const point of mountsBelow(jobDir)) {
+      const result = await runHostCommand('umount', [point]);
+      if (result.code !== 0) await runHostCommand('umount', ['-l', point]);
+    }
+    await detachLoopDevices(workspacePaths(jobDir).image);
+    await rm(jobDir, { recursive: true, force: true });
+  }
+
+  const leases = await sweepIdLeases(context.pool);
+
+  // Older host image roots are removed once no job of any process is alive.
+  if (liveIds.size === 0) {
+    for (const name of await readdir(dirs.rootfs).catch(() => [] as string[])) {
+      const path = join(dirs.rootfs, name);
+      if (path !== context.currentImage && (await ageMs(path)) > CREATION_GRACE_MS) {
+        await rm(path, { recursive: true, force: true });
+      }
+    }
+  }
+  return { jobs: dead, live: liveIds.size, containers, cgroups, leases };
+}
+
+/** Detaches loop devices still bound to a (deleted) disk image, left by a crash mid-mount. */
+async function detachLoopDevices(image: string): Promise<void> {
+  const result = await runHostCommand('losetup', ['-j', image]);
+  if (result.code !== 0) return;
+  for (const line of result.stdout.split('\n')) {
+    const device = line.split(':')[0];
+    if (device?.startsWith('/dev/loop')) await runHostCommand('losetup', ['-d', device]);
+  }
+}
+
+export interface LeftoverContext {
+  readonly dirs: SandboxDirs;
+  readonly layout: CgroupLayout;
+  readonly pool: IdPool;
+  readonly runtimeRoots: readonly string[];
+}
+
+/**
+ * Everything of one job that is still on the host: its directory, mounts, cgroups in any
+ * hierarchy, runtime state, ID lease and any process running as one of its host IDs.
+ * Empty means the job left nothing behind (the selftest and the fault tests check this).
+ */
+export async function findLeftovers(
+  context: LeftoverContext,
+  jobId: string,
+  hostUidBase: number | null,
+): Promise<string[]> {
+  const found: string[] = [];
+  const jobDir = join(context.dirs.jobs, jobId);
+  if (
+    await stat(jobDir).then(
+      () => true,
+      () => false,
+    )
+  )
+    found.push(`directory ${jobDir}`);
+  for (const point of mountsBelow(jobDir)) found.push(`mount ${point}`);
+  for (const mount of context.layout.allMounts) {
+    const dir = join(mount, 'airlock', jobId);
+    if (
+      await stat(dir).then(
+        () => true,
+        () => false,
+      )
+    )
+      found.push(`cgroup ${dir}`);
+  }
+  for (const root of context.runtimeRoots) {
+    for (const name of await readdir(root).catch(() => [] as string[])) {
+      if (name.includes(jobId)) found.push(`runtime state ${join(root, name)}`);
+    }
+  }
+  for (const name of await readdir(context.pool.dir).catch(() => [] as string[])) {
+    const owner = await readFile(join(context.pool.dir, name), 'utf8').catch(() => '');
+    if (owner.includes(jobId)) found.push(`ID lease ${name}`);
+  }
+  if (hostUidBase !== null) {
+    for (const pid of await processesWithUidIn(hostUidBase, hostUidBase + RANGE_SIZE))
+      found.push(`process ${pid}`);
+  }
+  return found;
+}
+
+/** Host processes whose real or effective UID lies in [from, to). */
+export async function processesWithUidIn(from: number, to: number): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(name)) continue;
+    const status = await readFile(`/proc/${name}/status`, 'utf8').catch(() => '');
+    const uids = /^Uid:\s+(\d+)\s+(\d+)/m.exec(status);
+    if (uids === null) continue;
+    const real = Number(uids[1]);
+    const effective = Number(uids[2]);
+    if ((real >= from && real < to) || (effective >= from && effective < to)) pids.push(Number(name));
+  }
+  return pids;
+}
