@@ -44,6 +44,8 @@ export async function main(argv: readonly string[]): Promise<number> {
             killGraceMs: config.sandbox.killGraceMs,
             runtimePaths: config.sandbox.runtimePaths,
             seccomp: loadSeccompProfile(config.sandbox.seccompProfile),
+            // One job per process: no disk prepared ahead.
+            preparedSlots: 0,
           }),
       },
       (result) => {

@@ -1,5 +1,5 @@
 import { AirlockError } from '../errors.js';
-import type { SandboxResult } from '../sandbox/engine.js';
+import type { SandboxEngine, SandboxResult } from '../sandbox/engine.js';
 import type { SandboxJob } from '../sandbox/job.js';
 import { exitCodeOf } from './exit-codes.js';
 import type { CliContext, CommandResult } from './io.js';
@@ -58,6 +58,20 @@ export async function sandboxCommand(
 ): Promise<CommandResult> {
   const job = jobFromOptions(command, options);
   const engine = await context.openEngine();
+  try {
+    return await runOne(context, engine, job, options);
+  } finally {
+    // Waits until the sandbox is removed; a removal that failed surfaces here as an error (exit 125).
+    await engine.close();
+  }
+}
+
+async function runOne(
+  context: CliContext,
+  engine: SandboxEngine,
+  job: SandboxJob,
+  options: SandboxCommandOptions,
+): Promise<CommandResult> {
   if (options.printConfig === true) {
     context.stdout.write(`${JSON.stringify(await engine.describeBundle(job), null, 2)}\n`);
     return 0;
@@ -81,5 +95,10 @@ export async function sandboxCommand(
     context.stderr.write(`airlock: the job timed out and was killed (${result.wallMs} ms)\n`);
   if (result.oomKilled) context.stderr.write('airlock: the job reached its memory limit and was killed\n');
   if (result.cancelled) context.stderr.write('airlock: the job was cancelled\n');
+  if (job.runtime !== undefined && result.runtime !== job.runtime) {
+    context.stderr.write(
+      `airlock: ${job.runtime} cannot run here; the job ran under ${result.runtime} as --fallback-runtime allows\n`,
+    );
+  }
   return exitCodeOf(result);
 }

@@ -1,4 +1,5 @@
 import { describeLayout } from '../sandbox/cgroup.js';
+import type { SandboxEngine } from '../sandbox/engine.js';
 import type { RuntimeName } from '../sandbox/job.js';
 import { runSelftest } from '../sandbox/selftest/selftest.js';
 import type { CliContext, CommandResult } from './io.js';
@@ -17,6 +18,19 @@ export async function selftestCommand(
 ): Promise<CommandResult> {
   const runtime: RuntimeName = parseRuntime('runtime', options.runtime ?? 'runc');
   const engine = await context.openEngine();
+  try {
+    return await selftestWith(context, engine, runtime, options);
+  } finally {
+    await engine.close();
+  }
+}
+
+async function selftestWith(
+  context: CliContext,
+  engine: SandboxEngine,
+  runtime: RuntimeName,
+  options: SelftestCommandOptions,
+): Promise<CommandResult> {
   const status = engine.runtimes().find((entry) => entry.name === runtime);
   if (status !== undefined && !status.available) {
     const message = `${runtime} cannot run here: ${status.reason}`;

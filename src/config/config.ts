@@ -33,7 +33,8 @@ export const SETTINGS = {
     defaultValue: '/var/lib/airlock/sandbox',
   },
   AIRLOCK_SANDBOX_ID_BASE: {
-    summary: 'First host UID/GID of the per-job ID ranges (each job gets 65536 IDs of its own).',
+    summary:
+      'First host UID/GID of the per-job ID ranges, a multiple of 65536 (each job gets 65536 IDs of its own).',
     defaultValue: '2147483648',
   },
   AIRLOCK_SANDBOX_ID_RANGES: {

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,6 +23,22 @@ import { CPU_PERIOD_US, cpuQuotaUs } from './resources.js';
 
 /** Name of Airlock's top-level cgroup in every hierarchy. */
 export const CGROUP_ROOT_NAME = 'airlock';
+
+/**
+ * Where one Airlock state directory keeps its jobs' cgroups: airlock/<tag>/, the tag derived
+ * from the state directory. Two Airlock installations on one host (a worker and a test run,
+ * say) therefore never sweep each other's jobs.
+ */
+export interface CgroupScope {
+  readonly layout: CgroupLayout;
+  /** Relative path below each hierarchy's mount, e.g. "airlock/s3f2a9c01b2". */
+  readonly group: string;
+}
+
+export function cgroupScope(layout: CgroupLayout, stateDir: string): CgroupScope {
+  const tag = createHash('sha256').update(stateDir).digest('hex').slice(0, 10);
+  return { layout, group: `${CGROUP_ROOT_NAME}/s${tag}` };
+}
 /** Leaf below the job's cgroup where the runtime puts the container. */
 export const CONTAINER_LEAF = 'ctr';
 
@@ -150,20 +167,22 @@ async function processesIn(dir: string): Promise<number[]> {
 
 export class JobCgroup {
   readonly layout: CgroupLayout;
+  readonly scope: CgroupScope;
   readonly jobId: string;
 
-  constructor(layout: CgroupLayout, jobId: string) {
-    this.layout = layout;
+  constructor(scope: CgroupScope, jobId: string) {
+    this.scope = scope;
+    this.layout = scope.layout;
     this.jobId = jobId;
   }
 
   /** The `linux.cgroupsPath` for the bundle. */
   get containerPath(): string {
-    return `/${CGROUP_ROOT_NAME}/${this.jobId}/${CONTAINER_LEAF}`;
+    return `/${this.scope.group}/${this.jobId}/${CONTAINER_LEAF}`;
   }
 
   private dirIn(mount: string): string {
-    return join(mount, CGROUP_ROOT_NAME, this.jobId);
+    return join(mount, this.scope.group, this.jobId);
   }
 
   private v1(controller: V1Controller): string {
@@ -211,10 +230,11 @@ export class JobCgroup {
   private async createV2(resources: SandboxResources, hostPids: number): Promise<void> {
     if (this.layout.version !== 2) throw new TypeError('not a cgroup v2 layout');
     const top = join(this.layout.mount, CGROUP_ROOT_NAME);
+    const scoped = join(this.layout.mount, this.scope.group);
     const dir = this.dirIn(this.layout.mount);
     await mkdir(dir, { recursive: true });
     // Delegate the controllers down to the job's cgroup and its container leaf.
-    for (const parent of [this.layout.mount, top, dir]) {
+    for (const parent of [this.layout.mount, top, scoped, dir]) {
       await write(join(parent, 'cgroup.subtree_control'), '+memory +pids +cpu');
     }
     await write(join(dir, 'memory.max'), String(resources.memoryBytes));
@@ -272,6 +292,8 @@ export class JobCgroup {
       await write(join(this.dirIn(this.layout.mount), 'cgroup.kill'), '1').catch(() => undefined);
     }
     for (;;) {
+      // The common case after a job ended: nothing left, nothing to freeze.
+      if ((await this.processes()).length === 0) return 0;
       const frozen = await this.freeze(true);
       const pids = await this.processes();
       for (const pid of pids) {
@@ -310,15 +332,20 @@ export class JobCgroup {
 
   /** Removes the job's cgroup from every hierarchy. Returns the directories that could not be removed. */
   async remove(): Promise<string[]> {
-    return removeJobCgroups(this.layout, this.jobId);
+    return removeJobCgroups(this.scope, this.jobId);
   }
 }
 
-/** Removes <mount>/airlock/<jobId> (and anything the runtime left below it) in every hierarchy. */
-export async function removeJobCgroups(layout: CgroupLayout, jobId: string): Promise<string[]> {
+/** The job's cgroup directory in each hierarchy (whether it exists or not). */
+export function jobCgroupDirs(scope: CgroupScope, jobId: string): string[] {
+  return scope.layout.allMounts.map((mount) => join(mount, scope.group, jobId));
+}
+
+/** Removes the job's cgroup (and anything the runtime left below it) in every hierarchy. */
+export async function removeJobCgroups(scope: CgroupScope, jobId: string): Promise<string[]> {
   const left: string[] = [];
-  for (const mount of layout.allMounts) {
-    for (const dir of await treeDeepestFirst(join(mount, CGROUP_ROOT_NAME, jobId))) {
+  for (const top of jobCgroupDirs(scope, jobId)) {
+    for (const dir of await treeDeepestFirst(top)) {
       let removed = false;
       for (let attempt = 0; attempt < 50 && !removed; attempt += 1) {
         try {
@@ -337,12 +364,12 @@ export async function removeJobCgroups(layout: CgroupLayout, jobId: string): Pro
   return left;
 }
 
-/** Job ids that have a cgroup below <mount>/airlock in any hierarchy. */
-export async function listJobCgroups(layout: CgroupLayout): Promise<Set<string>> {
+/** Names of the cgroups in this scope, in any hierarchy (job ids, and the kernel's files). */
+export async function listJobCgroups(scope: CgroupScope): Promise<Set<string>> {
   const ids = new Set<string>();
-  for (const mount of layout.allMounts) {
+  for (const mount of scope.layout.allMounts) {
     try {
-      for (const name of await readdir(join(mount, CGROUP_ROOT_NAME))) ids.add(name);
+      for (const name of await readdir(join(mount, scope.group))) ids.add(name);
     } catch {
       // this hierarchy has no airlock cgroup
     }

@@ -1,12 +1,12 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { AirlockError, describeError } from '../errors.js';
 import { buildOciSpec, writeBundleConfig } from './bundle.js';
-import { type CgroupLayout, detectCgroupLayout, JobCgroup } from './cgroup.js';
+import { type CgroupLayout, type CgroupScope, cgroupScope, detectCgroupLayout, JobCgroup } from './cgroup.js';
 import { runHostCommand } from './host-command.js';
-import { type IdPool, leaseIdRange, rangeOfSlot } from './idmap.js';
+import { checkIdPool, type IdPool, leaseIdRange, rangeOfSlot } from './idmap.js';
 import { type RuntimeName, type SandboxJob, type ValidJob, validateJob } from './job.js';
 import type { OciSpec } from './oci-spec.js';
 import type { OutputListener } from './output.js';
@@ -21,24 +21,11 @@ import {
   type StartFailure,
 } from './runtimes.js';
 import type { SeccompProfile } from './seccomp.js';
-import {
-  currentOwner,
-  ensureSandboxDirs,
-  newJobId,
-  type Owner,
-  type SandboxDirs,
-  sandboxDirs,
-  writeOwner,
-} from './state.js';
+import { destroySlot, type JobSlot, SlotPool } from './slots.js';
+import { currentOwner, ensureSandboxDirs, type Owner, type SandboxDirs, sandboxDirs } from './state.js';
 import { type SuperviseOutcome, superviseContainer } from './supervise.js';
 import { findLeftovers, type SweepReport, sweepSandboxState } from './sweep.js';
-import {
-  copyInputDir,
-  createWorkspace,
-  removeWorkspace,
-  WorkspaceReader,
-  writeWorkspaceFiles,
-} from './workspace.js';
+import { assignWorkspace, copyInputDir, WorkspaceReader, writeWorkspaceFiles } from './workspace.js';
 
 /**
  * The sandbox engine: the library the CLI (`airlock sandbox`, `airlock selftest`) and the
@@ -60,6 +47,12 @@ export interface SandboxEngineOptions {
   readonly seccomp: SeccompProfile;
   /** Overrides cgroup detection (tests). */
   readonly cgroupLayout?: CgroupLayout;
+  /**
+   * Job slots (directory + formatted, mounted disk) kept prepared ahead of the next job, to
+   * take disk set-up off its critical path. Default 1; a one-shot caller (`airlock sandbox`)
+   * sets 0, so that no disk is prepared only to be thrown away.
+   */
+  readonly preparedSlots?: number;
 }
 
 export interface RunOptions {
@@ -119,12 +112,17 @@ export class SandboxEngine {
   readonly #options: SandboxEngineOptions;
   readonly #dirs: SandboxDirs;
   readonly #layout: CgroupLayout;
+  readonly #cgroups: CgroupScope;
   readonly #image: HostImage;
   readonly #owner: Owner;
   readonly #pool: IdPool;
   readonly #running = new Set<Promise<unknown>>();
   /** Runtimes found unusable by a real start attempt in this process (reason). */
   readonly #failedRuntimes = new Map<RuntimeName, string>();
+  /** Removals of finished jobs still under way, and what failed in them. */
+  readonly #pending = new Set<Promise<void>>();
+  readonly #cleanupProblems: string[] = [];
+  readonly #slots: SlotPool;
 
   private constructor(
     options: SandboxEngineOptions,
@@ -135,14 +133,17 @@ export class SandboxEngine {
     this.#options = options;
     this.#dirs = dirs;
     this.#layout = layout;
+    this.#cgroups = cgroupScope(layout, dirs.root);
     this.#image = image;
     this.#owner = currentOwner();
     this.#pool = { dir: dirs.ids, base: options.idBase, count: options.idRanges };
+    this.#slots = new SlotPool(dirs.jobs, this.#owner, options.preparedSlots ?? 1);
   }
 
   /** Checks the host, prepares the state directory and sweeps what crashed runs left. */
   static async open(options: SandboxEngineOptions): Promise<SandboxEngine> {
     checkHost();
+    checkIdPool(options.idBase, options.idRanges);
     const dirs = sandboxDirs(options.root);
     await ensureSandboxDirs(dirs);
     const layout = options.cgroupLayout ?? detectCgroupLayout();
@@ -169,7 +170,7 @@ export class SandboxEngine {
   sweep(): Promise<SweepReport> {
     return sweepSandboxState({
       dirs: this.#dirs,
-      layout: this.#layout,
+      cgroups: this.#cgroups,
       pool: this.#pool,
       runtimes: Object.values(RUNTIME_DRIVERS).flatMap((driver) => {
         const path = this.#binaryPath(driver);
@@ -184,7 +185,7 @@ export class SandboxEngine {
     return findLeftovers(
       {
         dirs: this.#dirs,
-        layout: this.#layout,
+        cgroups: this.#cgroups,
         pool: this.#pool,
         runtimeRoots: Object.values(RUNTIME_DRIVERS).map((driver) => this.#stateRoot(driver)),
       },
@@ -218,7 +219,7 @@ export class SandboxEngine {
         shmBytes: shmBytes(job),
       },
       ids: rangeOfSlot(this.#pool, 0),
-      cgroupsPath: new JobCgroup(this.#layout, '<job-id>').containerPath,
+      cgroupsPath: new JobCgroup(this.#cgroups, '<job-id>').containerPath,
       cgroupVersion: this.#layout.version,
       seccomp: this.#options.seccomp.seccomp,
     });
@@ -260,9 +261,24 @@ export class SandboxEngine {
     throw new AirlockError('RUNTIME_UNAVAILABLE', `${refusals.join(' ')}${allowed}`);
   }
 
-  /** Waits for every running job to finish (their own timeouts still apply). */
+  /**
+   * Waits until every finished job's sandbox has been removed from the host (and prepared
+   * slots are ready: the engine is quiet). Rejects with
+   * SANDBOX_CLEANUP_FAILED, naming what could not be removed, if any removal failed since
+   * the last call (the sweep removes it at the next start).
+   */
+  async settle(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending]);
+    await this.#slots.ready();
+    const problems = this.#cleanupProblems.splice(0);
+    if (problems.length > 0) throw new AirlockError('SANDBOX_CLEANUP_FAILED', problems.join('; '));
+  }
+
+  /** Waits for running jobs (their own timeouts still apply), then removes their sandboxes and the prepared slots. */
   async close(): Promise<void> {
     await Promise.allSettled([...this.#running]);
+    await this.#slots.drain();
+    await this.settle();
   }
 
   #binaryPath(driver: RuntimeDriver): string | null {
@@ -289,41 +305,46 @@ export class SandboxEngine {
     binaryPath: string,
     options: RunOptions,
   ): Promise<SandboxResult> {
-    const jobId = newJobId();
-    const cgroup = new JobCgroup(this.#layout, jobId);
-    const cleanups: (() => Promise<void>)[] = [];
+    const slot = await this.#slots.take(job.resources.diskBytes);
+    const cgroup = new JobCgroup(this.#cgroups, slot.jobId);
+    // Undone in reverse order; the slot (disk, then job directory) goes last.
+    const cleanups: (() => Promise<void>)[] = [() => destroySlot(slot.jobDir)];
     let result: SandboxResult | undefined;
     let failure: unknown;
     try {
-      result = await this.#prepareAndRun(job, driver, binaryPath, options, jobId, cgroup, cleanups);
+      result = await this.#prepareAndRun(job, driver, binaryPath, options, slot, cgroup, cleanups);
     } catch (error) {
       failure =
         error instanceof AirlockError
           ? error
           : new AirlockError(
               'SANDBOX_SETUP_FAILED',
-              `sandbox for job ${jobId} failed: ${describeError(error)}`,
+              `sandbox for job ${slot.jobId} failed: ${describeError(error)}`,
               {
                 cause: error,
               },
             );
     }
-    // Kill first (a failure may have struck while the job ran), then undo in reverse order.
+    // Whatever happened, no process of the job survives this line.
     await cgroup.killAll().catch(() => undefined);
-    const problems: string[] = [];
-    for (const cleanup of cleanups.reverse()) {
-      try {
-        await cleanup();
-      } catch (error) {
-        problems.push(describeError(error));
-      }
+    const teardown = runCleanups(cleanups.reverse());
+    if (failure !== undefined || result === undefined) {
+      const problems = await teardown;
+      if (failure !== undefined) throw failure;
+      throw new AirlockError(
+        'SANDBOX_SETUP_FAILED',
+        `job ${slot.jobId} produced no result (${problems.join('; ')})`,
+      );
     }
-    // The job's own error wins; a leak is reported when there is no other error to report.
-    if (failure !== undefined) throw failure;
-    if (problems.length > 0)
-      throw new AirlockError('SANDBOX_CLEANUP_FAILED', `job ${jobId}: ${problems.join('; ')}`);
-    if (result === undefined)
-      throw new AirlockError('SANDBOX_SETUP_FAILED', `job ${jobId} produced no result`);
+    // The result goes back as soon as the job is dead; removing its disk, cgroup and bundle
+    // overlaps with whatever the caller does next. settle() and close() wait for it, and a
+    // removal that fails is reported there.
+    const pending = teardown.then((problems) => {
+      if (problems.length > 0) this.#cleanupProblems.push(`job ${slot.jobId}: ${problems.join('; ')}`);
+    });
+    this.#pending.add(pending);
+    void pending.finally(() => this.#pending.delete(pending));
+    this.#slots.refill(job.resources.diskBytes);
     return result;
   }
 
@@ -332,16 +353,12 @@ export class SandboxEngine {
     driver: RuntimeDriver,
     binaryPath: string,
     options: RunOptions,
-    jobId: string,
+    slot: JobSlot,
     cgroup: JobCgroup,
     cleanups: (() => Promise<void>)[],
   ): Promise<SandboxResult> {
-    const jobDir = join(this.#dirs.jobs, jobId);
+    const { jobId, jobDir, workspace } = slot;
     const stateRoot = this.#stateRoot(driver);
-    // The owner record comes first: from here on a crash leaves nothing the sweep cannot find.
-    await mkdir(jobDir, { mode: 0o711 });
-    cleanups.push(() => rm(jobDir, { recursive: true, force: true }));
-    await writeOwner(join(jobDir, 'owner.json'), this.#owner, { runtime: driver.name });
 
     const ids = await leaseIdRange(this.#pool, this.#owner, jobId);
     cleanups.push(() => ids.release());
@@ -354,8 +371,7 @@ export class SandboxEngine {
         throw new AirlockError('SANDBOX_CLEANUP_FAILED', `cgroups left: ${left.join(', ')}`);
     });
 
-    cleanups.push(() => removeWorkspace(jobDir));
-    const workspace = await createWorkspace(jobDir, job.resources.diskBytes, jobUser);
+    await assignWorkspace(workspace, jobUser);
     await writeWorkspaceFiles(workspace, job.files, jobUser);
     if (job.inputDir !== undefined) {
       await copyInputDir(workspace, job.inputDir, jobUser, {
@@ -475,6 +491,19 @@ export class SandboxEngine {
       );
     }
   }
+}
+
+/** Runs every clean-up step, even after one fails; returns what failed. */
+async function runCleanups(steps: readonly (() => Promise<void>)[]): Promise<string[]> {
+  const problems: string[] = [];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (error) {
+      problems.push(describeError(error));
+    }
+  }
+  return problems;
 }
 
 function shmBytes(job: ValidJob): number {

@@ -7,9 +7,10 @@ import { isOwnerTempFile, type Owner, ownerAlive, readOwner, writeOwner } from '
 
 /**
  * Per-job host UID/GID ranges (DESIGN §4: concurrent jobs never share a host UID).
- * The pool is `count` ranges of 65536 IDs starting at `base`, far above the IDs of host
- * users and of /etc/subuid ranges. A range is leased by creating <ids>/<slot> exclusively
- * (O_EXCL), so two Airlock processes on one host never hand out the same range.
+ * The pool is `count` ranges of 65536 IDs starting at `base` (a multiple of 65536), far
+ * above the IDs of host users and of /etc/subuid ranges. Range n (IDs n*65536 ...) is leased
+ * by creating <ids>/<n> exclusively (link(2) of a complete record), so no two Airlock
+ * processes on one host ever hand out the same range, whatever state directory they use.
  */
 
 export const RANGE_SIZE = 65_536;
@@ -45,7 +46,8 @@ export async function leaseIdRange(pool: IdPool, owner: Owner, jobId: string): P
   for (let i = 0; i < 32; i += 1) tryOrder.push(randomInt(pool.count));
   for (let slot = 0; slot < pool.count; slot += 1) tryOrder.push(slot);
   for (const slot of tryOrder) {
-    const path = join(pool.dir, String(slot));
+    // Named by the host range number, so pools with different bases still exclude each other.
+    const path = join(pool.dir, String(pool.base / RANGE_SIZE + slot));
     try {
       await writeOwner(path, owner, { jobId });
     } catch (error) {

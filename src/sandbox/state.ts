@@ -1,13 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { link, mkdir, readFile, unlink, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { AirlockError } from '../errors.js';
 
 /**
  * Airlock's own sandbox state directory, and who owns what in it.
  *
  *   <root>/jobs/<id>/          one job: owner.json, config.json (the bundle), disk.img, disk/
- *   <root>/ids/<slot>          lease on a host UID/GID range (see idmap.ts)
+ *   /run/airlock/ids/<n>       lease on host UID/GID range n (see idmap.ts): host-wide, shared
+ *                              by every Airlock state directory, since host IDs are host-wide
  *   <root>/runtime/<runtime>/  the OCI runtime's --root (container state)
  *   <root>/rootfs/host-<digest>/  the shared read-only root of `image: host`
  *
@@ -24,20 +26,39 @@ export interface SandboxDirs {
   readonly rootfs: string;
 }
 
-export function sandboxDirs(root: string): SandboxDirs {
+/** Host-wide directory of ID range leases (on tmpfs: a reboot ends every lease with its jobs). */
+export const ID_LEASE_DIR = '/run/airlock/ids';
+
+export function sandboxDirs(root: string, idLeaseDir = ID_LEASE_DIR): SandboxDirs {
   return {
     root,
     jobs: join(root, 'jobs'),
-    ids: join(root, 'ids'),
+    ids: idLeaseDir,
     runtime: join(root, 'runtime'),
     rootfs: join(root, 'rootfs'),
   };
 }
 
 export async function ensureSandboxDirs(dirs: SandboxDirs): Promise<void> {
-  // 0711: the job's user namespace must traverse to its bind-mount sources; listing is root's alone.
-  for (const dir of [dirs.root, dirs.jobs, dirs.rootfs]) await mkdir(dir, { recursive: true, mode: 0o711 });
+  // 0711: the job's user namespace must traverse to its bind-mount sources (it is "other" on
+  // the host); listing and writing stay root's.
+  for (const dir of [dirs.root, dirs.jobs, dirs.rootfs]) {
+    await mkdir(dir, { recursive: true, mode: 0o711 });
+    await chmod(dir, 0o711);
+  }
   for (const dir of [dirs.ids, dirs.runtime]) await mkdir(dir, { recursive: true, mode: 0o700 });
+  // Every ancestor must let "other" traverse too, or the runtime cannot reach the job's files
+  // from inside its user namespace (a mkdtemp directory is 0700, say).
+  for (let dir = dirname(dirs.root); ; dir = dirname(dir)) {
+    const info = await stat(dir);
+    if ((info.mode & 0o001) === 0) {
+      throw new AirlockError(
+        'HOST_UNSUPPORTED',
+        `${dir} (above the sandbox directory ${dirs.root}) is not searchable by other users (mode ${(info.mode & 0o777).toString(8)}); jobs' user namespaces must traverse it: chmod o+x ${dir} or choose another AIRLOCK_SANDBOX_DIR`,
+      );
+    }
+    if (dir === '/') break;
+  }
 }
 
 export interface Owner {

@@ -1,6 +1,6 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type CgroupLayout, JobCgroup, listJobCgroups, removeJobCgroups } from './cgroup.js';
+import { type CgroupScope, JobCgroup, jobCgroupDirs, listJobCgroups, removeJobCgroups } from './cgroup.js';
 import { runHostCommand } from './host-command.js';
 import { type IdPool, RANGE_SIZE, sweepIdLeases } from './idmap.js';
 import { mountsBelow } from './mountinfo.js';
@@ -17,7 +17,7 @@ import { workspacePaths } from './workspace.js';
 
 export interface SweepContext {
   readonly dirs: SandboxDirs;
-  readonly layout: CgroupLayout;
+  readonly cgroups: CgroupScope;
   readonly pool: IdPool;
   readonly runtimes: readonly { driver: RuntimeDriver; path: string; stateRoot: string }[];
   /** The host image root in use by this process: older ones are removed when no job is alive. */
@@ -45,7 +45,7 @@ async function ageMs(path: string): Promise<number> {
 }
 
 export async function sweepSandboxState(context: SweepContext): Promise<SweepReport> {
-  const { dirs, layout } = context;
+  const { dirs, cgroups } = context;
   const dead: string[] = [];
   const liveIds = new Set<string>();
   for (const name of await readdir(dirs.jobs).catch(() => [] as string[])) {
@@ -67,7 +67,7 @@ export async function sweepSandboxState(context: SweepContext): Promise<SweepRep
     for (const id of ids) {
       if (liveIds.has(id)) continue;
       // Kill from the host first: a runtime cannot always signal a paused (OOM) sandbox.
-      await new JobCgroup(layout, id).killAll();
+      await new JobCgroup(cgroups, id).killAll();
       await runHostCommand(path, [...driver.globalArgs(stateRoot, null), ...driver.deleteArgs(id)], {
         timeoutMs: 30_000,
       });
@@ -76,12 +76,12 @@ export async function sweepSandboxState(context: SweepContext): Promise<SweepRep
   }
 
   // Cgroups of jobs that are not alive (with or without a job directory).
-  let cgroups = 0;
-  for (const id of await listJobCgroups(layout)) {
+  let removedCgroups = 0;
+  for (const id of await listJobCgroups(cgroups)) {
     if (!JOB_ID_PATTERN.test(id) || liveIds.has(id)) continue;
-    await new JobCgroup(layout, id).killAll();
-    await removeJobCgroups(layout, id);
-    cgroups += 1;
+    await new JobCgroup(cgroups, id).killAll();
+    await removeJobCgroups(cgroups, id);
+    removedCgroups += 1;
   }
 
   for (const id of dead) {
@@ -107,7 +107,7 @@ export async function sweepSandboxState(context: SweepContext): Promise<SweepRep
       }
     }
   }
-  return { jobs: dead, live: liveIds.size, containers, cgroups, leases };
+  return { jobs: dead, live: liveIds.size, containers, cgroups: removedCgroups, leases };
 }
 
 /** Detaches loop devices still bound to a (deleted) disk image, left by a crash mid-mount. */
@@ -122,7 +122,7 @@ async function detachLoopDevices(image: string): Promise<void> {
 
 export interface LeftoverContext {
   readonly dirs: SandboxDirs;
-  readonly layout: CgroupLayout;
+  readonly cgroups: CgroupScope;
   readonly pool: IdPool;
   readonly runtimeRoots: readonly string[];
 }
@@ -139,23 +139,10 @@ export async function findLeftovers(
 ): Promise<string[]> {
   const found: string[] = [];
   const jobDir = join(context.dirs.jobs, jobId);
-  if (
-    await stat(jobDir).then(
-      () => true,
-      () => false,
-    )
-  )
-    found.push(`directory ${jobDir}`);
+  if (await exists(jobDir)) found.push(`directory ${jobDir}`);
   for (const point of mountsBelow(jobDir)) found.push(`mount ${point}`);
-  for (const mount of context.layout.allMounts) {
-    const dir = join(mount, 'airlock', jobId);
-    if (
-      await stat(dir).then(
-        () => true,
-        () => false,
-      )
-    )
-      found.push(`cgroup ${dir}`);
+  for (const dir of jobCgroupDirs(context.cgroups, jobId)) {
+    if (await exists(dir)) found.push(`cgroup ${dir}`);
   }
   for (const root of context.runtimeRoots) {
     for (const name of await readdir(root).catch(() => [] as string[])) {
@@ -171,6 +158,13 @@ export async function findLeftovers(
       found.push(`process ${pid}`);
   }
   return found;
+}
+
+function exists(path: string): Promise<boolean> {
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** Host processes whose real or effective UID lies in [from, to). */

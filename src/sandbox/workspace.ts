@@ -35,11 +35,12 @@ function setupFailed(message: string, cause?: unknown): never {
   throw new AirlockError('SANDBOX_SETUP_FAILED', message, { cause });
 }
 
-export async function createWorkspace(
-  jobDir: string,
-  diskBytes: number,
-  owner: { uid: number; gid: number },
-): Promise<Workspace> {
+/**
+ * Formats and mounts a fresh disk in `jobDir`. Its work/ and tmp/ stay root's (0700) until
+ * assignWorkspace() hands them to one job's user: a disk may be prepared before the job that
+ * will use it is known (see the engine's prepared slots), but it is never used twice.
+ */
+export async function createWorkspace(jobDir: string, diskBytes: number): Promise<Workspace> {
   const ws = workspacePaths(jobDir);
   // A sparse file: it takes host disk only as the job writes, up to diskBytes.
   const handle = await open(ws.image, 'wx', 0o600);
@@ -72,16 +73,20 @@ export async function createWorkspace(
     ws.mountPoint,
   ]);
   if (mount.code !== 0) setupFailed(`cannot mount the job's disk: ${describeFailure('mount', mount)}`);
-  // The disk's root stays root's (0711); the job owns work/ and tmp/ only.
+  // The disk's root stays root's (0711); the job will own work/ and tmp/ only.
   await chmod(ws.mountPoint, 0o711);
-  await mkdir(ws.workDir, { mode: 0o755 });
-  await mkdir(ws.tmpDir, { mode: 0o1777 });
-  await chmod(ws.tmpDir, 0o1777);
-  await chown(ws.workDir, owner.uid, owner.gid);
-  await chown(ws.tmpDir, owner.uid, owner.gid);
-  // lost+found would show up in /workspace's parent only; it is root's and harmless, but keep the disk clean.
+  await mkdir(ws.workDir, { mode: 0o700 });
+  await mkdir(ws.tmpDir, { mode: 0o700 });
   await rm(join(ws.mountPoint, 'lost+found'), { recursive: true, force: true });
   return ws;
+}
+
+/** Gives the disk's work/ (0755) and tmp/ (1777, like any /tmp) to the job's host user. */
+export async function assignWorkspace(ws: Workspace, owner: { uid: number; gid: number }): Promise<void> {
+  await chown(ws.workDir, owner.uid, owner.gid);
+  await chown(ws.tmpDir, owner.uid, owner.gid);
+  await chmod(ws.workDir, 0o755);
+  await chmod(ws.tmpDir, 0o1777);
 }
 
 /** Whether `path` is a mount point of this host (per /proc/self/mountinfo). */

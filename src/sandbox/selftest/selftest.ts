@@ -165,6 +165,7 @@ export async function runSelftest(engine: SandboxEngine, options: SelftestOption
       { ...base, command: ['sh', '-c', script], resources: { timeoutMs: 2000 } },
       { onStarted: (job) => (running = job) },
     );
+    await engine.settle();
     const leftovers =
       running === undefined
         ? ['job never started']
@@ -181,6 +182,7 @@ export async function runSelftest(engine: SandboxEngine, options: SelftestOption
       { ...base, command: ['sh', '-c', 'echo data > /workspace/f; echo tmp > /tmp/t'] },
       { onStarted: (job) => (running = job) },
     );
+    await engine.settle();
     const leftovers =
       running === undefined
         ? ['job never started']
