@@ -154,9 +154,12 @@ export async function findLeftovers(
     if (owner.includes(jobId)) found.push(`ID lease ${name}`);
   }
   if (hostUidBase !== null) {
-    for (const pid of await processesWithUidIn(hostUidBase, hostUidBase + RANGE_SIZE))
+    for (const pid of await processesWithUidIn(hostUidBase, hostUidBase + RANGE_SIZE)) {
       found.push(`process ${pid}`);
+    }
   }
+  // The runtime's own processes for the job (runc run, runsc gofer and sandbox) name it in argv.
+  for (const pid of await processesNaming(jobId)) found.push(`runtime process ${pid}`);
   return found;
 }
 
@@ -165,6 +168,17 @@ function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
+}
+
+/** Host processes whose command line contains `text`. */
+async function processesNaming(text: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+    const cmdline = await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(text)) pids.push(Number(name));
+  }
+  return pids;
 }
 
 /** Host processes whose real or effective UID lies in [from, to). */

@@ -1,0 +1,3 @@
+import { sandboxConformance } from './conformance.js';
+
+sandboxConformance('gvisor');
