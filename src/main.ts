@@ -26,6 +26,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   const onSignal = (): void => interrupt.abort();
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A reader that goes away (`airlock sandbox ... | head`) stops the job like Ctrl-C would,
+  // instead of crashing Airlock mid-job and leaving the sandbox to the next sweep.
+  const onPipeError = (error: NodeJS.ErrnoException): void => {
+    if (error.code === 'EPIPE') interrupt.abort();
+  };
+  // Kept until the process exits: a write still pending when main() returns may fail too.
+  stdout.on('error', onPipeError);
+  stderr.on('error', onPipeError);
   let code = 0;
   const json = argv.includes('--json');
   try {

@@ -43,10 +43,16 @@ async function selftestWith(
     context.stdout.write(
       `airlock selftest: runtime ${runtime}; ${describeLayout(engine.cgroupLayout)}; seccomp ${engine.seccompDigest.slice(0, 19)}\n`,
     );
+    for (const entry of engine.runtimes()) {
+      context.stdout.write(
+        `  runtime ${entry.name}: ${entry.available ? `available (${entry.path})` : `unavailable: ${entry.reason}`}\n`,
+      );
+    }
   }
   const report = await runSelftest(engine, {
     runtime,
     hostPaths: [engine.stateDir],
+    signal: context.interrupted,
     onProbe: (probe) => {
       if (options.json !== true)
         context.stdout.write(`${probe.pass ? 'PASS' : 'FAIL'}  ${probe.name.padEnd(28)} ${probe.detail}\n`);

@@ -65,7 +65,8 @@ export function mounts(plan: MountPlan): OciMount[] {
   ];
   for (const dir of plan.imageBinds) {
     // The host's userland, read-only; nosuid so set-id programs (su, passwd, mount) grant nothing; nodev.
-    list.push({ destination: dir, type: 'bind', source: dir, options: ['rbind', 'ro', 'nosuid', 'nodev'] });
+    // "bind", not "rbind": a mount below /usr on the host would not inherit the read-only flag.
+    list.push({ destination: dir, type: 'bind', source: dir, options: ['bind', 'ro', 'nosuid', 'nodev'] });
   }
   // The job's own disk (a per-job ext4 image, see workspace.ts): size-capped, no set-id, no devices.
   list.push({

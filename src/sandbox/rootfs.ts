@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { lstat, mkdir, readdir, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync, lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { copyFile, lstat, mkdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AirlockError } from '../errors.js';
 import { SANDBOX_HOSTNAME } from './bundle.js';
@@ -85,37 +85,48 @@ export interface HostImage {
 interface Entry {
   readonly path: string;
   readonly kind: 'dir' | 'file' | 'link';
-  readonly data: string | Buffer;
+  /** Link target, or the content of a generated file. */
+  readonly data: string;
+  /** For a file copied from the host: where from, and its size and mtime (the digest uses those). */
+  readonly source?: { readonly path: string; readonly size: number; readonly mtimeMs: number };
+}
+
+/**
+ * The entries for host path etc/<rel> and everything below it, in sorted order. Synchronous
+ * on purpose: it runs once when an engine opens and walks ~700 small entries, which plain
+ * system calls do in a few milliseconds and promises in tens.
+ */
+function visitEtc(hostEtc: string, rel: string): Entry[] {
+  const source = join(hostEtc, rel);
+  let info: import('node:fs').Stats;
+  try {
+    info = lstatSync(source);
+  } catch {
+    return []; // absent on this host: fine
+  }
+  if (info.isSymbolicLink()) return [{ path: rel, kind: 'link', data: readlinkSync(source) }];
+  if (info.isDirectory()) {
+    const names = readdirSync(source).sort();
+    return [
+      { path: rel, kind: 'dir', data: '' },
+      ...names.flatMap((name) => visitEtc(hostEtc, join(rel, name))),
+    ];
+  }
+  // Only world-readable regular files: anything the host keeps private stays out.
+  if (!info.isFile() || (info.mode & 0o004) === 0 || info.size > 16 * 1024 * 1024) return [];
+  return [
+    { path: rel, kind: 'file', data: '', source: { path: source, size: info.size, mtimeMs: info.mtimeMs } },
+  ];
 }
 
 async function collectEtc(hostEtc: string): Promise<Entry[]> {
   const entries: Entry[] = [];
-  const visit = async (rel: string): Promise<void> => {
-    const source = join(hostEtc, rel);
-    let info: import('node:fs').Stats;
-    try {
-      info = await lstat(source);
-    } catch {
-      return; // absent on this host: fine
-    }
-    if (info.isSymbolicLink()) {
-      entries.push({ path: rel, kind: 'link', data: await readlink(source) });
-    } else if (info.isDirectory()) {
-      entries.push({ path: rel, kind: 'dir', data: '' });
-      for (const name of (await readdir(source)).sort()) await visit(join(rel, name));
-    } else if (info.isFile()) {
-      // Only world-readable files: anything the host keeps private stays out.
-      if ((info.mode & 0o004) === 0) return;
-      if (info.size > 16 * 1024 * 1024) return;
-      entries.push({ path: rel, kind: 'file', data: await readFile(source) });
-    }
-  };
   for (const item of ETC_COPIED) {
     const parent = item.path.split('/').slice(0, -1).join('/');
     if (parent !== '' && !entries.some((entry) => entry.path === parent)) {
       entries.push({ path: parent, kind: 'dir', data: '' });
     }
-    await visit(item.path);
+    entries.push(...visitEtc(hostEtc, item.path));
   }
   for (const [name, content] of Object.entries(GENERATED_ETC))
     entries.push({ path: name, kind: 'file', data: content });
@@ -158,8 +169,9 @@ export function digestOfPlan(plan: HostImagePlan): string {
   const hash = createHash('sha256');
   hash.update(JSON.stringify({ binds: plan.binds, links: plan.links }));
   for (const entry of plan.etc) {
-    hash.update(`\0${entry.kind}\0${entry.path}\0`);
-    hash.update(entry.data);
+    hash.update(`\0${entry.kind}\0${entry.path}\0${entry.data}\0`);
+    // A copied file is identified by its size and modification time (package updates change both).
+    if (entry.source !== undefined) hash.update(`${entry.source.size}:${entry.source.mtimeMs}`);
   }
   return hash.digest('hex').slice(0, 16);
 }
@@ -216,7 +228,8 @@ async function writeTree(root: string, plan: HostImagePlan): Promise<void> {
   for (const entry of plan.etc) {
     const target = join(etc, entry.path);
     if (entry.kind === 'dir') await mkdir(target, { recursive: true, mode: 0o755 });
-    else if (entry.kind === 'link') await symlink(entry.data.toString(), target);
+    else if (entry.kind === 'link') await symlink(entry.data, target);
+    else if (entry.source !== undefined) await copyFile(entry.source.path, target);
     else await writeFile(target, entry.data, { mode: 0o644 });
   }
 }

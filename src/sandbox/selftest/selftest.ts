@@ -37,6 +37,8 @@ export interface SelftestOptions {
   readonly hostPaths: readonly string[];
   /** Called as each probe finishes (progress on a terminal). */
   readonly onProbe?: (probe: ProbeResult) => void;
+  /** Stops the battery between steps (Ctrl-C); the report then says it was interrupted. */
+  readonly signal?: AbortSignal;
 }
 
 export async function runSelftest(engine: SandboxEngine, options: SelftestOptions): Promise<SelftestReport> {
@@ -52,6 +54,11 @@ export async function runSelftest(engine: SandboxEngine, options: SelftestOption
 
   // Each step is guarded: a probe that throws is a failed probe, and the battery goes on.
   const step = async (name: string, body: () => Promise<void>): Promise<void> => {
+    if (options.signal?.aborted) {
+      if (!probes.some((probe) => probe.name === 'interrupted'))
+        record('interrupted', false, 'the selftest was stopped before it ended');
+      return;
+    }
     try {
       await body();
     } catch (error) {

@@ -1,0 +1,234 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { cpus, release } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { SandboxEngine } from '../src/sandbox/engine.js';
+import type { RuntimeName, SandboxJob } from '../src/sandbox/job.js';
+import { findExecutable, RUNTIME_DRIVERS } from '../src/sandbox/runtimes.js';
+import { loadSeccompProfile } from '../src/sandbox/seccomp.js';
+import { prepareBareBundle } from './bare.js';
+import { writeCProject } from './build-project.js';
+import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from './stats.js';
+
+/**
+ * `npm run bench`: Airlock against the bare runtime, measured side by side in the same run
+ * as paired ratios (this machine is shared and noisy; absolute times mean little).
+ *
+ *  1. trivial job: engine.run({command:['true']}) timed in this process, against a bare
+ *     `runc run` of the same hardened bundle; pairs alternate which goes first, and the
+ *     engine is let settle (remove the last sandbox, prepare the next disk) between pairs,
+ *     as a worker does between jobs. Also the full cycle with nothing prepared ahead:
+ *     prepare + run + remove, all timed.
+ *  2. the same under gVisor, against a bare `runsc run`.
+ *  3. a real build (48 C files, make -j2) in the sandbox against the same build bare.
+ *  4. the CLI's own start-up cost.
+ */
+
+const { values: args } = parseArgs({
+  options: {
+    pairs: { type: 'string', default: '30' },
+    'build-pairs': { type: 'string', default: '5' },
+  },
+});
+const PAIRS = Number(args.pairs);
+const BUILD_PAIRS = Number(args['build-pairs']);
+const BENCH_ROOT = '/var/lib/airlock-bench';
+const REPO = new URL('../../', import.meta.url).pathname;
+
+function log(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+async function openEngine(name: string, preparedSlots: number): Promise<SandboxEngine> {
+  return SandboxEngine.open({
+    root: join(BENCH_ROOT, name),
+    idBase: 2 ** 31,
+    idRanges: 4096,
+    killGraceMs: 1000,
+    runtimePaths: {},
+    seccomp: loadSeccompProfile(),
+    preparedSlots,
+  });
+}
+
+function timeCommand(file: string, argv: readonly string[], cwd?: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(file, argv, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stdout.resume();
+    child.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString();
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code !== 0) reject(new Error(`${file} ${argv.join(' ')} exited ${code}: ${err.slice(-500)}`));
+      else resolve(performance.now() - started);
+    });
+  });
+}
+
+async function trivial(runtime: RuntimeName): Promise<PairedResult[]> {
+  const results: PairedResult[] = [];
+  const job: SandboxJob = { runtime, command: ['true'] };
+  const engine = await openEngine(`trivial-${runtime}`, 1);
+  const bare = await prepareBareBundle(engine, job, join(BENCH_ROOT, `bare-${runtime}`));
+  try {
+    const timeAirlock = async (): Promise<number> => {
+      const started = performance.now();
+      const result = await engine.run(job);
+      const elapsed = performance.now() - started;
+      if (result.exitCode !== 0) throw new Error(`trivial job exited ${result.exitCode}`);
+      await engine.settle();
+      return elapsed;
+    };
+    for (let i = 0; i < 3; i += 1) {
+      await bare.run();
+      await timeAirlock();
+    }
+    const pairs: { airlock: number; bare: number }[] = [];
+    for (let i = 0; i < PAIRS; i += 1) {
+      if (i % 2 === 0) {
+        const b = await bare.run();
+        pairs.push({ bare: b, airlock: await timeAirlock() });
+      } else {
+        const a = await timeAirlock();
+        pairs.push({ airlock: a, bare: await bare.run() });
+      }
+    }
+    results.push(paired(`trivial job, ${runtime}: run() latency (disk prepared ahead)`, pairs));
+
+    // Full cycle, nothing prepared ahead: disk formatted and mounted, job run, everything removed.
+    const cold = await openEngine(`cold-${runtime}`, 0);
+    try {
+      const full: { airlock: number; bare: number }[] = [];
+      for (let i = 0; i < PAIRS; i += 1) {
+        const b = await bare.run();
+        const started = performance.now();
+        await cold.run(job);
+        await cold.settle();
+        full.push({ bare: b, airlock: performance.now() - started });
+      }
+      results.push(paired(`trivial job, ${runtime}: full cycle (prepare + run + remove)`, full));
+    } finally {
+      await cold.close();
+    }
+  } finally {
+    await bare.close();
+    await engine.close();
+  }
+  return results;
+}
+
+async function build(): Promise<PairedResult> {
+  const work = await mkdtemp('/var/tmp/airlock-bench-build-');
+  const project = join(work, 'project');
+  await writeCProject(project);
+  const engine = await openEngine('build', 1);
+  const job: SandboxJob = {
+    command: ['sh', '-c', 'make -s -j2 && ./build/app'],
+    inputDir: project,
+    resources: { cpus: 2, memoryBytes: 2 * 1024 ** 3, pids: 1024, timeoutMs: 600_000, diskBytes: 1024 ** 3 },
+  };
+  try {
+    const timeAirlock = async (): Promise<number> => {
+      const started = performance.now();
+      const result = await engine.run(job);
+      const elapsed = performance.now() - started;
+      if (result.exitCode !== 0) throw new Error(`sandboxed build exited ${result.exitCode}`);
+      await engine.settle();
+      return elapsed;
+    };
+    const timeBare = async (): Promise<number> => {
+      const copy = join(work, `bare-${Math.random().toString(36).slice(2)}`);
+      await cp(project, copy, { recursive: true });
+      try {
+        return await timeCommand('sh', ['-c', 'make -s -j2 && ./build/app'], copy);
+      } finally {
+        await rm(copy, { recursive: true, force: true });
+      }
+    };
+    await timeBare();
+    await timeAirlock();
+    const pairs: { airlock: number; bare: number }[] = [];
+    for (let i = 0; i < BUILD_PAIRS; i += 1) {
+      log(`build pair ${i + 1}/${BUILD_PAIRS}`);
+      if (i % 2 === 0) {
+        const b = await timeBare();
+        pairs.push({ bare: b, airlock: await timeAirlock() });
+      } else {
+        const a = await timeAirlock();
+        pairs.push({ airlock: a, bare: await timeBare() });
+      }
+    }
+    return paired('C build, 49 files, make -j2 (runc)', pairs);
+  } finally {
+    await engine.close();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function startup(): Promise<string[]> {
+  const cli = join(REPO, 'dist/src/cli/bin.js');
+  const env = { ...process.env, AIRLOCK_SANDBOX_DIR: join(BENCH_ROOT, 'cli') };
+  const measure = async (argv: string[]): Promise<number> => {
+    const times: number[] = [];
+    for (let i = 0; i < 12; i += 1) {
+      const started = performance.now();
+      execFileSync(process.execPath, argv, { env, stdio: 'ignore' });
+      times.push(performance.now() - started);
+    }
+    return summarize(times.slice(2)).median;
+  };
+  const node = await measure(['-e', '0']);
+  const version = await measure([cli, '--version']);
+  const sandbox = await measure([cli, 'sandbox', '--', 'true']);
+  return [
+    '| command | median ms |',
+    '|---|---|',
+    `| \`node -e 0\` (Node.js itself) | ${node.toFixed(1)} |`,
+    `| \`airlock --version\` (CLI start-up) | ${version.toFixed(1)} |`,
+    `| \`airlock sandbox -- true\` (start-up, sweep, one job, removal) | ${sandbox.toFixed(1)} |`,
+    '',
+    `CLI start-up beyond Node.js itself: ${(version - node).toFixed(1)} ms.`,
+  ];
+}
+
+function versionOf(binary: string): string {
+  try {
+    return execFileSync(binary, ['--version'], { encoding: 'utf8' }).split('\n')[0] ?? '?';
+  } catch {
+    return 'not installed';
+  }
+}
+
+async function main(): Promise<void> {
+  log(`${PAIRS} pairs per trivial measurement, ${BUILD_PAIRS} build pairs`);
+  const rows: PairedResult[] = [];
+  log('trivial job under runc');
+  rows.push(...(await trivial('runc')));
+  if (findExecutable(RUNTIME_DRIVERS.gvisor.binary) !== null) {
+    log('trivial job under gvisor');
+    rows.push(...(await trivial('gvisor')));
+  } else {
+    log('runsc is not installed: skipping the gvisor measurement');
+  }
+  log('C build under runc');
+  rows.push(await build());
+  log('CLI start-up');
+  const cli = await startup();
+  await rm(BENCH_ROOT, { recursive: true, force: true });
+
+  const lines = [
+    `Run on ${new Date().toISOString()}: Linux ${release()}, ${cpus().length} CPUs, Node.js ${process.version}, ${versionOf('runc')}, ${versionOf('runsc')}.`,
+    '',
+    TABLE_HEADER,
+    ...rows.map(formatRow),
+    '',
+    ...cli,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+await main();
