@@ -1,8 +1,9 @@
 import { execFileSync, spawn } from 'node:child_process';
-import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, rmdir } from 'node:fs/promises';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { detectCgroupLayout } from '../src/sandbox/cgroup.js';
 import { SandboxEngine } from '../src/sandbox/engine.js';
 import type { RuntimeName, SandboxJob } from '../src/sandbox/job.js';
 import { findExecutable, RUNTIME_DRIVERS } from '../src/sandbox/runtimes.js';
@@ -21,18 +22,25 @@ import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from '.
  *     as a worker does between jobs. Also the full cycle with nothing prepared ahead:
  *     prepare + run + remove, all timed.
  *  2. the same under gVisor, against a bare `runsc run`.
- *  3. a real build (48 C files, make -j2) in the sandbox against the same build bare.
+ *  3. a real build (161 C files, make -j2) in the sandbox against the same build bare, wall
+ *     time and CPU time (the bare build in a cgroup of its own, measured the same way).
  *  4. the CLI's own start-up cost.
  */
 
 const { values: args } = parseArgs({
   options: {
     pairs: { type: 'string', default: '30' },
-    'build-pairs': { type: 'string', default: '5' },
+    'build-pairs': { type: 'string', default: '7' },
+    'build-files': { type: 'string', default: '160' },
+    only: { type: 'string' },
   },
 });
 const PAIRS = Number(args.pairs);
 const BUILD_PAIRS = Number(args['build-pairs']);
+const BUILD_FILES = Number(args['build-files']);
+/** Run one part only: trivial, build or startup. */
+const ONLY = args.only;
+const part = (name: string): boolean => ONLY === undefined || ONLY === name;
 const BENCH_ROOT = '/var/lib/airlock-bench';
 const REPO = new URL('../../', import.meta.url).pathname;
 
@@ -121,51 +129,96 @@ async function trivial(runtime: RuntimeName): Promise<PairedResult[]> {
   return results;
 }
 
-async function build(): Promise<PairedResult> {
+/** CPU time (ms) of everything `argv` runs, measured like Airlock's: in a cgroup of its own. */
+async function bareInCgroup(
+  argv: readonly string[],
+  cwd: string,
+): Promise<{ wallMs: number; cpuMs: number }> {
+  const layout = detectCgroupLayout();
+  const dir =
+    layout.version === 1
+      ? join(
+          layout.controllers.cpuacct,
+          'airlock-bench',
+          `bare-${process.pid}-${Math.random().toString(36).slice(2)}`,
+        )
+      : join(layout.mount, 'airlock-bench', `bare-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  await mkdir(dir, { recursive: true });
+  try {
+    // The shell moves itself into the cgroup, then runs the build.
+    const wallMs = await timeCommand(
+      'sh',
+      ['-c', `echo $$ > ${dir}/cgroup.procs && exec "$@"`, 'sh', ...argv],
+      cwd,
+    );
+    const cpuMs =
+      layout.version === 1
+        ? Number(await readFile(join(dir, 'cpuacct.usage'), 'utf8')) / 1e6
+        : Number(/usage_usec (\d+)/.exec(await readFile(join(dir, 'cpu.stat'), 'utf8'))?.[1] ?? 0) / 1000;
+    return { wallMs, cpuMs };
+  } finally {
+    await rmdir(dir).catch(() => undefined);
+  }
+}
+
+async function build(): Promise<PairedResult[]> {
   const work = await mkdtemp('/var/tmp/airlock-bench-build-');
   const project = join(work, 'project');
-  await writeCProject(project);
+  await writeCProject(project, BUILD_FILES);
   const engine = await openEngine('build', 1);
+  const script = 'make -s -j2 && ./build/app';
   const job: SandboxJob = {
-    command: ['sh', '-c', 'make -s -j2 && ./build/app'],
+    command: ['sh', '-c', script],
     inputDir: project,
     resources: { cpus: 2, memoryBytes: 2 * 1024 ** 3, pids: 1024, timeoutMs: 600_000, diskBytes: 1024 ** 3 },
   };
   try {
-    const timeAirlock = async (): Promise<number> => {
+    const timeAirlock = async (): Promise<{ wallMs: number; cpuMs: number }> => {
       const started = performance.now();
       const result = await engine.run(job);
-      const elapsed = performance.now() - started;
+      const wallMs = performance.now() - started;
       if (result.exitCode !== 0) throw new Error(`sandboxed build exited ${result.exitCode}`);
       await engine.settle();
-      return elapsed;
+      return { wallMs, cpuMs: result.cpuMs };
     };
-    const timeBare = async (): Promise<number> => {
+    const timeBare = async (): Promise<{ wallMs: number; cpuMs: number }> => {
+      // Same work as the job: copy the sources to a fresh directory, then build there.
       const copy = join(work, `bare-${Math.random().toString(36).slice(2)}`);
-      await cp(project, copy, { recursive: true });
       try {
-        return await timeCommand('sh', ['-c', 'make -s -j2 && ./build/app'], copy);
+        return await bareInCgroup(['sh', '-c', `cp -r ${project} ${copy} && cd ${copy} && ${script}`], work);
       } finally {
         await rm(copy, { recursive: true, force: true });
       }
     };
     await timeBare();
     await timeAirlock();
-    const pairs: { airlock: number; bare: number }[] = [];
+    const wall: { airlock: number; bare: number }[] = [];
+    const cpu: { airlock: number; bare: number }[] = [];
     for (let i = 0; i < BUILD_PAIRS; i += 1) {
       log(`build pair ${i + 1}/${BUILD_PAIRS}`);
+      let a: { wallMs: number; cpuMs: number };
+      let b: { wallMs: number; cpuMs: number };
       if (i % 2 === 0) {
-        const b = await timeBare();
-        pairs.push({ bare: b, airlock: await timeAirlock() });
+        b = await timeBare();
+        a = await timeAirlock();
       } else {
-        const a = await timeAirlock();
-        pairs.push({ airlock: a, bare: await timeBare() });
+        a = await timeAirlock();
+        b = await timeBare();
       }
+      wall.push({ airlock: a.wallMs, bare: b.wallMs });
+      cpu.push({ airlock: a.cpuMs, bare: b.cpuMs });
     }
-    return paired('C build, 49 files, make -j2 (runc)', pairs);
+    const files = BUILD_FILES + 1;
+    return [
+      paired(`C build, ${files} files, make -j2 (runc): wall time`, wall),
+      paired(`C build, ${files} files, make -j2 (runc): CPU time`, cpu),
+    ];
   } finally {
     await engine.close();
     await rm(work, { recursive: true, force: true });
+    const layout = detectCgroupLayout();
+    const top = layout.version === 1 ? layout.controllers.cpuacct : layout.mount;
+    await rmdir(join(top, 'airlock-bench')).catch(() => undefined);
   }
 }
 
@@ -206,25 +259,31 @@ function versionOf(binary: string): string {
 async function main(): Promise<void> {
   log(`${PAIRS} pairs per trivial measurement, ${BUILD_PAIRS} build pairs`);
   const rows: PairedResult[] = [];
-  log('trivial job under runc');
-  rows.push(...(await trivial('runc')));
-  if (findExecutable(RUNTIME_DRIVERS.gvisor.binary) !== null) {
-    log('trivial job under gvisor');
-    rows.push(...(await trivial('gvisor')));
-  } else {
-    log('runsc is not installed: skipping the gvisor measurement');
+  if (part('trivial')) {
+    log('trivial job under runc');
+    rows.push(...(await trivial('runc')));
+    if (findExecutable(RUNTIME_DRIVERS.gvisor.binary) !== null) {
+      log('trivial job under gvisor');
+      rows.push(...(await trivial('gvisor')));
+    } else {
+      log('runsc is not installed: skipping the gvisor measurement');
+    }
   }
-  log('C build under runc');
-  rows.push(await build());
-  log('CLI start-up');
-  const cli = await startup();
+  if (part('build')) {
+    log('C build under runc');
+    rows.push(...(await build()));
+  }
+  let cli: string[] = [];
+  if (part('startup')) {
+    log('CLI start-up');
+    cli = await startup();
+  }
   await rm(BENCH_ROOT, { recursive: true, force: true });
 
   const lines = [
     `Run on ${new Date().toISOString()}: Linux ${release()}, ${cpus().length} CPUs, Node.js ${process.version}, ${versionOf('runc')}, ${versionOf('runsc')}.`,
     '',
-    TABLE_HEADER,
-    ...rows.map(formatRow),
+    ...(rows.length > 0 ? [TABLE_HEADER, ...rows.map(formatRow)] : []),
     '',
     ...cli,
   ];

@@ -75,11 +75,11 @@ export const ERROR_CATALOGUE = {
     retryable: true,
     summary: 'Something of a finished job (container, mount, cgroup, process) could not be removed.',
   },
-  SELFTEST_FAILED: {
-    httpStatus: 503,
-    exitCode: 1,
+  INTERNAL: {
+    httpStatus: 500,
+    exitCode: 125,
     retryable: false,
-    summary: 'At least one selftest probe failed: this host must not run jobs until it is fixed.',
+    summary: 'An unexpected error inside Airlock (a bug); the message says what failed. Please report it.',
   },
 } as const satisfies Record<string, ErrorKind>;
 

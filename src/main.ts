@@ -79,7 +79,7 @@ function reportError(error: unknown, json: boolean): number {
   const airlockError =
     error instanceof AirlockError
       ? error
-      : new AirlockError('SANDBOX_SETUP_FAILED', `internal error: ${describeError(error)}`, { cause: error });
+      : new AirlockError('INTERNAL', describeError(error), { cause: error });
   if (json) {
     process.stdout.write(
       `${JSON.stringify({ error: { code: airlockError.code, message: airlockError.message } })}\n`,

@@ -1,5 +1,22 @@
-import { constants } from 'node:fs';
-import { chmod, chown, lchown, lstat, mkdir, open, readdir, readlink, rm, symlink } from 'node:fs/promises';
+import {
+  chmodSync,
+  chownSync,
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  lchownSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+  symlinkSync,
+  writeSync,
+} from 'node:fs';
+import { chmod, chown, lstat, mkdir, open, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { AirlockError } from '../errors.js';
 import { describeFailure, runHostCommand } from './host-command.js';
@@ -185,6 +202,9 @@ export async function copyInputDir(
   return count;
 }
 
+/** Copies in batches of plain system calls, yielding to the event loop between batches. */
+const COPY_BATCH = 256;
+
 async function copyTree(
   from: string,
   to: string,
@@ -192,63 +212,87 @@ async function copyTree(
   limits: InputLimits,
   count: { files: number; bytes: number },
 ): Promise<void> {
-  for (const entry of await readdir(from, { withFileTypes: true })) {
-    const source = join(from, entry.name);
-    const target = join(to, entry.name);
-    count.files += 1;
-    if (count.files > limits.maxFiles) {
-      throw new AirlockError('INPUT_REJECTED', `input has more than ${limits.maxFiles} entries`);
-    }
-    const info = await lstat(source);
-    if (info.isSymbolicLink()) {
-      await symlink(await readlink(source), target);
-      await lchown(target, owner.uid, owner.gid);
-    } else if (info.isDirectory()) {
-      await mkdir(target, { mode: 0o755 });
-      await chown(target, owner.uid, owner.gid);
-      await chmod(target, info.mode & 0o777);
-      await copyTree(source, target, owner, limits, count);
-    } else if (info.isFile()) {
-      count.bytes += info.size;
-      if (count.bytes > limits.maxBytes) {
+  const buffer = Buffer.allocUnsafe(1 << 20);
+  // Depth-first with an explicit stack; synchronous calls are several times faster than
+  // promises for many small files, and the batches keep the event loop responsive.
+  const stack: { from: string; to: string }[] = [{ from, to }];
+  while (stack.length > 0) {
+    const dir = stack.pop();
+    if (dir === undefined) break;
+    for (const name of readdirSync(dir.from)) {
+      const source = join(dir.from, name);
+      const target = join(dir.to, name);
+      count.files += 1;
+      if (count.files > limits.maxFiles) {
+        throw new AirlockError('INPUT_REJECTED', `input has more than ${limits.maxFiles} entries`);
+      }
+      if (count.files % COPY_BATCH === 0) await new Promise((resolve) => setImmediate(resolve));
+      const info = lstatSync(source);
+      if (info.isSymbolicLink()) {
+        // Copied as a link, never followed: inside the sandbox it points into the sandbox.
+        symlinkSync(readlinkSync(source), target);
+        lchownSync(target, owner.uid, owner.gid);
+      } else if (info.isDirectory()) {
+        mkdirSync(target, { mode: 0o700 });
+        chownSync(target, owner.uid, owner.gid);
+        chmodSync(target, info.mode & 0o777);
+        stack.push({ from: source, to: target });
+      } else if (info.isFile()) {
+        count.bytes += info.size;
+        if (count.bytes > limits.maxBytes) {
+          throw new AirlockError(
+            'INPUT_REJECTED',
+            `input is larger than the job's disk (${limits.maxBytes} bytes)`,
+          );
+        }
+        copyRegularFile(source, info, target, owner, buffer);
+      } else {
         throw new AirlockError(
           'INPUT_REJECTED',
-          `input is larger than the job's disk (${limits.maxBytes} bytes)`,
+          `input ${source} is a device, socket or FIFO; only files, directories and links are copied`,
         );
       }
-      await copyRegularFile(source, target, info.mode & 0o777);
-      await chown(target, owner.uid, owner.gid);
-    } else {
-      throw new AirlockError(
-        'INPUT_REJECTED',
-        `input ${source} is a device, socket or FIFO; only files, directories and links are copied`,
-      );
     }
   }
 }
 
-async function copyRegularFile(source: string, target: string, mode: number): Promise<void> {
-  // O_NOFOLLOW on the source: it was a regular file at lstat time and must still be one.
-  const input = await open(source, constants.O_RDONLY | constants.O_NOFOLLOW);
+/**
+ * Copies one regular file. The source is opened with O_NOFOLLOW and must still be the file
+ * lstat() saw (same device and inode): a file swapped for a link meanwhile is refused, not
+ * followed. Set-id bits are dropped.
+ */
+function copyRegularFile(
+  source: string,
+  seen: import('node:fs').Stats,
+  target: string,
+  owner: { uid: number; gid: number },
+  buffer: Buffer,
+): void {
+  const input = openSync(source, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   try {
-    const output = await open(
+    const opened = fstatSync(input);
+    if (!opened.isFile() || opened.ino !== seen.ino || opened.dev !== seen.dev) {
+      throw new AirlockError('INPUT_REJECTED', `input ${source} changed while it was being copied`);
+    }
+    const output = openSync(
       target,
       constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
       0o600,
     );
     try {
-      const buffer = Buffer.allocUnsafe(1 << 20);
       for (;;) {
-        const { bytesRead } = await input.read(buffer, 0, buffer.length, null);
+        const bytesRead = readSync(input, buffer, 0, buffer.length, null);
         if (bytesRead === 0) break;
-        await output.write(buffer, 0, bytesRead);
+        let written = 0;
+        while (written < bytesRead) written += writeSync(output, buffer, written, bytesRead - written);
       }
-      await output.chmod(mode);
+      fchownSync(output, owner.uid, owner.gid);
+      fchmodSync(output, seen.mode & 0o777);
     } finally {
-      await output.close();
+      closeSync(output);
     }
   } finally {
-    await input.close();
+    closeSync(input);
   }
 }
 
