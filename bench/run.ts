@@ -29,7 +29,7 @@ import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from '.
 
 const { values: args } = parseArgs({
   options: {
-    pairs: { type: 'string', default: '30' },
+    pairs: { type: 'string', default: '60' },
     'build-pairs': { type: 'string', default: '7' },
     'build-files': { type: 'string', default: '160' },
     only: { type: 'string' },

@@ -54,9 +54,7 @@ export function buildOciSpec(plan: SandboxPlan): OciSpec {
 export const CONFIG_FILE = 'config.json';
 
 export async function writeBundleConfig(bundleDir: string, spec: OciSpec): Promise<void> {
-  // 0600: the config names host paths and ID ranges; only root reads it.
-  await writeFile(join(bundleDir, CONFIG_FILE), `${JSON.stringify(spec, null, 2)}\n`, {
-    mode: 0o600,
-    flag: 'wx',
-  });
+  // 0600: the config names host paths and ID ranges; only root reads it. Compact: it is
+  // written for every job (`--print-config` shows it indented).
+  await writeFile(join(bundleDir, CONFIG_FILE), JSON.stringify(spec), { mode: 0o600, flag: 'wx' });
 }

@@ -360,16 +360,22 @@ export class SandboxEngine {
     const { jobId, jobDir, workspace } = slot;
     const stateRoot = this.#stateRoot(driver);
 
-    const ids = await leaseIdRange(this.#pool, this.#owner, jobId);
-    cleanups.push(() => ids.release());
-    const jobUser = { uid: ids.base + JOB_UID, gid: ids.base + JOB_GID };
-
-    await cgroup.create(job.resources, driver.hostPids(job.resources.pids));
+    // The ID lease and the cgroup do not depend on each other: made side by side. Each one
+    // that was made gets its clean-up registered, even when the other failed.
+    const [leased, created] = await Promise.allSettled([
+      leaseIdRange(this.#pool, this.#owner, jobId),
+      cgroup.create(job.resources, driver.hostPids(job.resources.pids)),
+    ]);
+    if (leased.status === 'fulfilled') cleanups.push(() => leased.value.release());
     cleanups.push(async () => {
       const left = await cgroup.remove();
       if (left.length > 0)
         throw new AirlockError('SANDBOX_CLEANUP_FAILED', `cgroups left: ${left.join(', ')}`);
     });
+    if (leased.status === 'rejected') throw leased.reason;
+    if (created.status === 'rejected') throw created.reason;
+    const ids = leased.value;
+    const jobUser = { uid: ids.base + JOB_UID, gid: ids.base + JOB_GID };
 
     await assignWorkspace(workspace, jobUser);
     await writeWorkspaceFiles(workspace, job.files, jobUser);
