@@ -21,7 +21,10 @@ export function exitCodeOf(result: SandboxResult): number {
   if (result.startFailure?.kind === 'command-not-found') return EXIT.NOT_FOUND;
   if (result.startFailure?.kind === 'not-executable') return EXIT.NOT_EXECUTABLE;
   if (result.signal !== null) {
-    const number = constants.signals[result.signal as NodeJS.Signals] ?? 9;
+    // A name Node.js knows ("SIGTERM"), or "SIG<n>" for a number it has no name for.
+    const number =
+      constants.signals[result.signal as NodeJS.Signals] ?? Number(/^SIG(\d+)$/.exec(result.signal)?.[1]);
+    if (!Number.isInteger(number)) return EXIT.AIRLOCK_ERROR;
     return EXIT.SIGNAL_BASE + number;
   }
   return result.exitCode ?? EXIT.AIRLOCK_ERROR;

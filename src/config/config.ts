@@ -106,6 +106,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AirlockConfig 
     65_536,
     0xffff_0000,
   );
+  if (idBase % 65_536 !== 0) invalid('AIRLOCK_SANDBOX_ID_BASE', `must be a multiple of 65536, got ${idBase}`);
   const idRanges = integer(
     'AIRLOCK_SANDBOX_ID_RANGES',
     get('AIRLOCK_SANDBOX_ID_RANGES') ?? '4096',

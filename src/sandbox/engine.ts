@@ -7,7 +7,7 @@ import { buildOciSpec, writeBundleConfig } from './bundle.js';
 import { type CgroupLayout, type CgroupScope, cgroupScope, detectCgroupLayout, JobCgroup } from './cgroup.js';
 import { runHostCommand } from './host-command.js';
 import { checkIdPool, type IdPool, leaseIdRange, rangeOfSlot } from './idmap.js';
-import { type RuntimeName, type SandboxJob, type ValidJob, validateJob } from './job.js';
+import { JOB_BOUNDS, type RuntimeName, type SandboxJob, type ValidJob, validateJob } from './job.js';
 import type { OciSpec } from './oci-spec.js';
 import type { OutputListener } from './output.js';
 import { JOB_GID, JOB_UID } from './process.js';
@@ -366,7 +366,19 @@ export class SandboxEngine {
       leaseIdRange(this.#pool, this.#owner, jobId),
       cgroup.create(job.resources, driver.hostPids(job.resources.pids)),
     ]);
-    if (leased.status === 'fulfilled') cleanups.push(() => leased.value.release());
+    if (leased.status === 'fulfilled') {
+      cleanups.push(async () => {
+        // A process of the job that survived SIGKILL still runs as these host IDs: the range
+        // stays leased (the sweep frees it once nothing is left) so no other job gets it.
+        if ((await cgroup.processes()).length > 0) {
+          throw new AirlockError(
+            'SANDBOX_CLEANUP_FAILED',
+            `processes of job ${jobId} remain; its host ID range stays leased`,
+          );
+        }
+        await leased.value.release();
+      });
+    }
     cleanups.push(async () => {
       const left = await cgroup.remove();
       if (left.length > 0)
@@ -381,7 +393,7 @@ export class SandboxEngine {
     await writeWorkspaceFiles(workspace, job.files, jobUser);
     if (job.inputDir !== undefined) {
       await copyInputDir(workspace, job.inputDir, jobUser, {
-        maxFiles: 100_000,
+        maxFiles: JOB_BOUNDS.maxInputEntries,
         maxBytes: job.resources.diskBytes,
       });
     }

@@ -1,5 +1,5 @@
 import { randomInt } from 'node:crypto';
-import { readdir, stat, unlink } from 'node:fs/promises';
+import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AirlockError } from '../errors.js';
 import type { IdRange } from './namespaces.js';
@@ -31,8 +31,11 @@ export function rangeOfSlot(pool: IdPool, slot: number): IdRange {
 }
 
 export function checkIdPool(base: number, count: number): void {
-  if (!Number.isInteger(base) || base < RANGE_SIZE)
-    throw new RangeError('ID pool base must be an integer >= 65536');
+  // Aligned ranges: lease names are host range numbers, so pools with different bases must
+  // never cut ranges at different places (they would overlap).
+  if (!Number.isInteger(base) || base < RANGE_SIZE || base % RANGE_SIZE !== 0) {
+    throw new RangeError('ID pool base must be a multiple of 65536, at least 65536');
+  }
   if (!Number.isInteger(count) || count < 1) throw new RangeError('ID pool count must be a positive integer');
   // 2^32-1 is the invalid ID (-1); the last usable ID must stay below it.
   if (base + count * RANGE_SIZE > 0xffff_fffe)
@@ -61,7 +64,11 @@ export async function leaseIdRange(pool: IdPool, owner: Owner, jobId: string): P
       ...range,
       slot,
       release: async () => {
-        await unlink(path).catch(() => undefined);
+        // Only our own record: a second release must not free a range another job leased since.
+        const record = await readFile(path, 'utf8')
+          .then((text) => JSON.parse(text) as { jobId?: unknown; pid?: unknown })
+          .catch(() => null);
+        if (record?.jobId === jobId && record.pid === owner.pid) await unlink(path).catch(() => undefined);
       },
     };
   }

@@ -90,6 +90,8 @@ export const JOB_BOUNDS = Object.freeze({
   maxEnvValueBytes: 128 * KiB,
   maxEnvBytes: 1 * MiB,
   maxFiles: 10_000,
+  /** Entries copied from an input directory (inputDir; a node_modules tree has tens of thousands). */
+  maxInputEntries: 100_000,
   maxPathBytes: 4096,
 });
 

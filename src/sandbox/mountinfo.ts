@@ -43,7 +43,8 @@ export function readMountInfo(): MountEntry[] {
 
 /** Mount points at or below `dir`, deepest first (the order to unmount them in). */
 export function mountsBelow(dir: string, entries: readonly MountEntry[] = readMountInfo()): string[] {
-  const prefix = dir.endsWith('/') ? dir : `${dir}/`;
+  if (dir.length > 1 && dir.endsWith('/')) return mountsBelow(dir.replace(/\/+$/, ''), entries);
+  const prefix = `${dir}/`;
   return entries
     .map((entry) => entry.mountPoint)
     .filter((point) => point === dir || point.startsWith(prefix))

@@ -88,7 +88,12 @@ interface Entry {
   /** Link target, or the content of a generated file. */
   readonly data: string;
   /** For a file copied from the host: where from, and its size and mtime (the digest uses those). */
-  readonly source?: { readonly path: string; readonly size: number; readonly mtimeMs: number };
+  readonly source?: {
+    readonly path: string;
+    readonly size: number;
+    readonly mtimeMs: number;
+    readonly ctimeMs: number;
+  };
 }
 
 /**
@@ -115,7 +120,12 @@ function visitEtc(hostEtc: string, rel: string): Entry[] {
   // Only world-readable regular files: anything the host keeps private stays out.
   if (!info.isFile() || (info.mode & 0o004) === 0 || info.size > 16 * 1024 * 1024) return [];
   return [
-    { path: rel, kind: 'file', data: '', source: { path: source, size: info.size, mtimeMs: info.mtimeMs } },
+    {
+      path: rel,
+      kind: 'file',
+      data: '',
+      source: { path: source, size: info.size, mtimeMs: info.mtimeMs, ctimeMs: info.ctimeMs },
+    },
   ];
 }
 
@@ -170,8 +180,9 @@ export function digestOfPlan(plan: HostImagePlan): string {
   hash.update(JSON.stringify({ binds: plan.binds, links: plan.links }));
   for (const entry of plan.etc) {
     hash.update(`\0${entry.kind}\0${entry.path}\0${entry.data}\0`);
-    // A copied file is identified by its size and modification time (package updates change both).
-    if (entry.source !== undefined) hash.update(`${entry.source.size}:${entry.source.mtimeMs}`);
+    // A copied file is identified by its size and times; ctime changes on every write and cannot be set back.
+    if (entry.source !== undefined)
+      hash.update(`${entry.source.size}:${entry.source.mtimeMs}:${entry.source.ctimeMs}`);
   }
   return hash.digest('hex').slice(0, 16);
 }

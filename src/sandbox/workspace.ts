@@ -319,7 +319,7 @@ export class WorkspaceReader {
   }
 
   /** Lists the workspace (depth-first), up to `maxEntries`. Links are reported, never followed. */
-  async list(maxEntries = JOB_BOUNDS.maxFiles): Promise<WorkspaceEntry[]> {
+  async list(maxEntries: number = JOB_BOUNDS.maxFiles): Promise<WorkspaceEntry[]> {
     const out: WorkspaceEntry[] = [];
     const walk = async (rel: string): Promise<void> => {
       const entries = await readdir(rel === '' ? this.#root : join(this.#root, rel), { withFileTypes: true });
@@ -349,7 +349,12 @@ export class WorkspaceReader {
     const parts = rel.split('/');
     for (const [index, part] of parts.entries()) {
       current = join(current, part);
-      const info = await lstat(current);
+      const info = await lstat(current).catch((error: NodeJS.ErrnoException) => {
+        if (error.code === 'ENOENT' || error.code === 'ENOTDIR') {
+          throw new AirlockError('INPUT_REJECTED', `workspace path ${rel} does not exist`);
+        }
+        throw error;
+      });
       if (info.isSymbolicLink()) {
         throw new AirlockError(
           'INPUT_REJECTED',
