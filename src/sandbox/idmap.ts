@@ -3,6 +3,7 @@ import { readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AirlockError } from '../errors.js';
 import type { IdRange } from './namespaces.js';
+import { processesWithUidIn } from './procfs.js';
 import { isOwnerTempFile, type Owner, ownerAlive, readOwner, writeOwner } from './state.js';
 
 /**
@@ -78,7 +79,11 @@ export async function leaseIdRange(pool: IdPool, owner: Owner, jobId: string): P
   );
 }
 
-/** Removes leases whose owner process is gone. Returns how many were removed. */
+/**
+ * Removes leases whose owner process is gone and whose range no process uses any more. A dead
+ * owner's job may still run (its own installation's sweep has not killed it yet): its range
+ * stays leased until then, so it is never handed to a second job while the first still runs.
+ */
 export async function sweepIdLeases(pool: IdPool): Promise<number> {
   let removed = 0;
   let names: string[];
@@ -100,6 +105,11 @@ export async function sweepIdLeases(pool: IdPool): Promise<number> {
     }
     const owner = await readOwner(path);
     if (owner !== null && ownerAlive(owner)) continue;
+    const range = Number(name);
+    if (Number.isSafeInteger(range) && range > 0) {
+      const base = range * RANGE_SIZE;
+      if ((await processesWithUidIn(base, base + RANGE_SIZE)).length > 0) continue;
+    }
     await unlink(path).catch(() => undefined);
     removed += 1;
   }

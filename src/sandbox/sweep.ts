@@ -4,6 +4,7 @@ import { type CgroupScope, JobCgroup, jobCgroupDirs, listJobCgroups, removeJobCg
 import { runHostCommand } from './host-command.js';
 import { type IdPool, RANGE_SIZE, sweepIdLeases } from './idmap.js';
 import { mountsBelow } from './mountinfo.js';
+import { processesNaming, processesWithUidIn } from './procfs.js';
 import type { RuntimeDriver } from './runtimes.js';
 import { JOB_ID_PATTERN, ownerAlive, readOwner, type SandboxDirs } from './state.js';
 import { workspacePaths } from './workspace.js';
@@ -168,30 +169,4 @@ function exists(path: string): Promise<boolean> {
     () => true,
     () => false,
   );
-}
-
-/** Host processes whose command line contains `text`. */
-async function processesNaming(text: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const name of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
-    const cmdline = await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(text)) pids.push(Number(name));
-  }
-  return pids;
-}
-
-/** Host processes whose real or effective UID lies in [from, to). */
-export async function processesWithUidIn(from: number, to: number): Promise<number[]> {
-  const pids: number[] = [];
-  for (const name of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name)) continue;
-    const status = await readFile(`/proc/${name}/status`, 'utf8').catch(() => '');
-    const uids = /^Uid:\s+(\d+)\s+(\d+)/m.exec(status);
-    if (uids === null) continue;
-    const real = Number(uids[1]);
-    const effective = Number(uids[2]);
-    if ((real >= from && real < to) || (effective >= from && effective < to)) pids.push(Number(name));
-  }
-  return pids;
 }
