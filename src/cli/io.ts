@@ -13,3 +13,23 @@ export interface CliContext {
 
 /** A command's outcome: the process exit code. */
 export type CommandResult = number;
+
+/**
+ * Opens the engine, runs `use`, and closes it, waiting until every sandbox is removed. A
+ * removal that failed is an error (exit 125) — unless `use` failed first: its error wins.
+ */
+export async function withEngine<T>(
+  context: CliContext,
+  use: (engine: SandboxEngine) => Promise<T>,
+): Promise<T> {
+  const engine = await context.openEngine();
+  let result: T;
+  try {
+    result = await use(engine);
+  } catch (error) {
+    await engine.close().catch(() => undefined);
+    throw error;
+  }
+  await engine.close();
+  return result;
+}

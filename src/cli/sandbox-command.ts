@@ -2,7 +2,7 @@ import { AirlockError } from '../errors.js';
 import type { SandboxEngine, SandboxResult } from '../sandbox/engine.js';
 import type { SandboxJob } from '../sandbox/job.js';
 import { exitCodeOf } from './exit-codes.js';
-import type { CliContext, CommandResult } from './io.js';
+import { type CliContext, type CommandResult, withEngine } from './io.js';
 import { parseEnvPairs, parseResources, parseRuntime, type SandboxCliOptions } from './options.js';
 
 /** `airlock sandbox [options] -- CMD [ARGS…]`: one job in a local sandbox, no server. */
@@ -57,13 +57,7 @@ export async function sandboxCommand(
   options: SandboxCommandOptions,
 ): Promise<CommandResult> {
   const job = jobFromOptions(command, options);
-  const engine = await context.openEngine();
-  try {
-    return await runOne(context, engine, job, options);
-  } finally {
-    // Waits until the sandbox is removed; a removal that failed surfaces here as an error (exit 125).
-    await engine.close();
-  }
+  return withEngine(context, (engine) => runOne(context, engine, job, options));
 }
 
 async function runOne(

@@ -2,7 +2,7 @@ import { describeLayout } from '../sandbox/cgroup.js';
 import type { SandboxEngine } from '../sandbox/engine.js';
 import type { RuntimeName } from '../sandbox/job.js';
 import { runSelftest } from '../sandbox/selftest/selftest.js';
-import type { CliContext, CommandResult } from './io.js';
+import { type CliContext, type CommandResult, withEngine } from './io.js';
 import { parseRuntime } from './options.js';
 
 /** `airlock selftest [--runtime R] [--json]`: the probe battery, one line per probe. */
@@ -17,12 +17,7 @@ export async function selftestCommand(
   options: SelftestCommandOptions,
 ): Promise<CommandResult> {
   const runtime: RuntimeName = parseRuntime('runtime', options.runtime ?? 'runc');
-  const engine = await context.openEngine();
-  try {
-    return await selftestWith(context, engine, runtime, options);
-  } finally {
-    await engine.close();
-  }
+  return withEngine(context, (engine) => selftestWith(context, engine, runtime, options));
 }
 
 async function selftestWith(

@@ -21,20 +21,23 @@ export function testStateDir(name: string): string {
   return join(TEST_ROOT, `${name}-${process.pid}`);
 }
 
-export async function openTestEngine(
-  name: string,
-  overrides: Partial<SandboxEngineOptions> = {},
-): Promise<{ engine: SandboxEngine; root: string; cleanup: () => Promise<void> }> {
-  const root = testStateDir(name);
-  const engine = await SandboxEngine.open({
+export function testEngineOptions(root: string): SandboxEngineOptions {
+  return {
     root,
     idBase: 2 ** 31,
     idRanges: 4096,
     killGraceMs: 500,
     runtimePaths: {},
     seccomp: loadSeccompProfile(),
-    ...overrides,
-  });
+  };
+}
+
+export async function openTestEngine(
+  name: string,
+  overrides: Partial<SandboxEngineOptions> = {},
+): Promise<{ engine: SandboxEngine; root: string; cleanup: () => Promise<void> }> {
+  const root = testStateDir(name);
+  const engine = await SandboxEngine.open({ ...testEngineOptions(root), ...overrides });
   return {
     engine,
     root,
@@ -47,15 +50,10 @@ export async function openTestEngine(
 
 /** Removes a test state directory after sweeping it, and its cgroup scope. */
 export async function removeStateDir(root: string): Promise<void> {
-  const sweeper = await SandboxEngine.open({
-    root,
-    idBase: 2 ** 31,
-    idRanges: 4096,
-    killGraceMs: 500,
-    runtimePaths: {},
-    seccomp: loadSeccompProfile(),
-    preparedSlots: 0,
-  }).catch(() => null);
+  // Opening an engine sweeps the directory: whatever a failed test left is removed.
+  const sweeper = await SandboxEngine.open({ ...testEngineOptions(root), preparedSlots: 0 }).catch(
+    () => null,
+  );
   await sweeper?.close().catch(() => undefined);
   await rm(root, { recursive: true, force: true });
   const scope = cgroupScope(detectCgroupLayout(), root);
