@@ -2,6 +2,7 @@
 # Installs what Airlock needs on a Debian/Ubuntu host, and only what is missing:
 #   OS packages: runc, crun, runsc (gVisor), e2fsprogs (mkfs.ext4 for job disks),
 #                mount + util-linux (loop mounts), perl (selftest probes);
+#                with --for-tests also gcc and libc6-dev (a static i386-ABI test program);
 #                with --for-bench also gcc and make (the build benchmark);
 #   npm packages: `npm ci` when node_modules is missing or older than package-lock.json;
 #   the build:    `npm run build` when dist/ is missing or older than a source file.
@@ -12,11 +13,12 @@ set -eu
 cd "$(dirname "$0")/.."
 quiet=0
 bench=0
+tests=0
 for arg in "$@"; do
   case "$arg" in
     --quiet) quiet=1 ;;
     --for-bench) bench=1 ;;
-    --for-tests) ;;
+    --for-tests) tests=1 ;;
     *) echo "airlock setup: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -44,6 +46,14 @@ need perl perl-base
 if [ "$bench" = 1 ]; then
   need gcc gcc
   need make make
+fi
+if [ "$tests" = 1 ]; then
+  need gcc gcc
+  # libc.a for a static test program; gcc prints the bare name when it has none.
+  case "$(gcc -print-file-name=libc.a 2>/dev/null)" in
+    /*) ;;
+    *) missing="$missing libc6-dev" ;;
+  esac
 fi
 
 if [ -n "$missing" ]; then

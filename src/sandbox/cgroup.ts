@@ -274,10 +274,14 @@ export class JobCgroup {
     return { cpuMs: Math.round(cpuUs / 1000), peakMemoryBytes: peak };
   }
 
+  /** The directory whose tree lists every process of the job (pids hierarchy on v1). */
+  get processDir(): string {
+    return this.layout.version === 1 ? this.v1('pids') : this.dirIn(this.layout.mount);
+  }
+
   /** Host PIDs of every process in the job's cgroup tree. */
   async processes(): Promise<number[]> {
-    const dir = this.layout.version === 1 ? this.v1('pids') : this.dirIn(this.layout.mount);
-    return processesIn(dir);
+    return processesIn(this.processDir);
   }
 
   /**

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { AirlockError, describeError } from '../errors.js';
@@ -22,9 +22,17 @@ import {
 } from './runtimes.js';
 import type { SeccompProfile } from './seccomp.js';
 import { destroySlot, type JobSlot, SlotPool } from './slots.js';
-import { currentOwner, ensureSandboxDirs, type Owner, type SandboxDirs, sandboxDirs } from './state.js';
+import {
+  currentOwner,
+  ensureSandboxDirs,
+  type Owner,
+  type SandboxDirs,
+  sandboxDirs,
+  writeOwner,
+} from './state.js';
 import { type SuperviseOutcome, superviseContainer } from './supervise.js';
-import { findLeftovers, type SweepReport, sweepSandboxState } from './sweep.js';
+import { findLeftovers, imageInUseMarker, type SweepReport, sweepSandboxState } from './sweep.js';
+import { startWatchdog } from './watchdog.js';
 import { assignWorkspace, copyInputDir, WorkspaceReader, writeWorkspaceFiles } from './workspace.js';
 
 /**
@@ -104,6 +112,8 @@ export interface RuntimeStatus {
   readonly reason: string | null;
 }
 
+/** How long after the engine's own SIGKILL the watchdog of a job strikes. */
+const WATCHDOG_MARGIN_MS = 5000;
 /** How often a job is checked for being paused at its memory limit (cgroup v1). */
 const MEMORY_POLL_MS = 50;
 const MAX_RUNTIME_LOG_BYTES = 256 * 1024;
@@ -149,6 +159,10 @@ export class SandboxEngine {
     const layout = options.cgroupLayout ?? detectCgroupLayout();
     const image = await buildHostImage(dirs.rootfs);
     const engine = new SandboxEngine(options, dirs, layout, image);
+    // Tells other processes' sweeps that this image root is in use.
+    const marker = imageInUseMarker(dirs.rootfs, image.rootfs, process.pid);
+    await rm(marker, { force: true });
+    await writeOwner(marker, engine.#owner);
     await engine.sweep();
     return engine;
   }
@@ -279,6 +293,7 @@ export class SandboxEngine {
     await Promise.allSettled([...this.#running]);
     await this.#slots.drain();
     await this.settle();
+    await rm(imageInUseMarker(this.#dirs.rootfs, this.#image.rootfs, process.pid), { force: true });
   }
 
   #binaryPath(driver: RuntimeDriver): string | null {
@@ -418,6 +433,13 @@ export class SandboxEngine {
     await mkdir(stateRoot, { recursive: true, mode: 0o711 });
     cleanups.push(() => this.#deleteContainer(driver, binaryPath, jobId));
 
+    // Keeps the deadline even if this process dies (the engine's own kill comes first).
+    const watchdog = startWatchdog(
+      cgroup.processDir,
+      jobId,
+      job.resources.timeoutMs + this.#options.killGraceMs + WATCHDOG_MARGIN_MS,
+    );
+    cleanups.push(async () => watchdog.stop());
     const logFile = join(jobDir, 'runtime.log');
     const outcome = await superviseContainer({
       driver,

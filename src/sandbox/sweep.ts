@@ -1,5 +1,5 @@
 import { readdir, readFile, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { type CgroupScope, JobCgroup, jobCgroupDirs, listJobCgroups, removeJobCgroups } from './cgroup.js';
 import { runHostCommand } from './host-command.js';
 import { type IdPool, RANGE_SIZE, sweepIdLeases } from './idmap.js';
@@ -21,7 +21,7 @@ export interface SweepContext {
   readonly cgroups: CgroupScope;
   readonly pool: IdPool;
   readonly runtimes: readonly { driver: RuntimeDriver; path: string; stateRoot: string }[];
-  /** The host image root in use by this process: older ones are removed when no job is alive. */
+  /** The host image root in use by this process; others are removed once no live engine uses them. */
   readonly currentImage: string;
 }
 
@@ -45,19 +45,28 @@ async function ageMs(path: string): Promise<number> {
   );
 }
 
+/**
+ * Whether job `id` belongs to a live Airlock process, decided from its owner record at the
+ * moment of asking. Every resource of a job (cgroup, container) is created after its job
+ * directory and owner record, so a job another process is starting right now is live here,
+ * whenever the sweep looks at it.
+ */
+async function isLive(dirs: SandboxDirs, id: string): Promise<boolean> {
+  const jobDir = join(dirs.jobs, id);
+  const owner = await readOwner(join(jobDir, 'owner.json'));
+  if (owner !== null) return ownerAlive(owner);
+  // A directory without its record yet is being created (younger than the grace period).
+  return (await ageMs(jobDir)) < CREATION_GRACE_MS;
+}
+
 export async function sweepSandboxState(context: SweepContext): Promise<SweepReport> {
   const { dirs, cgroups } = context;
   const dead: string[] = [];
-  const liveIds = new Set<string>();
+  let live = 0;
   for (const name of await readdir(dirs.jobs).catch(() => [] as string[])) {
     if (!JOB_ID_PATTERN.test(name)) continue;
-    const jobDir = join(dirs.jobs, name);
-    const owner = await readOwner(join(jobDir, 'owner.json'));
-    if (owner !== null ? ownerAlive(owner) : (await ageMs(jobDir)) < CREATION_GRACE_MS) {
-      liveIds.add(name);
-      continue;
-    }
-    dead.push(name);
+    if (await isLive(dirs, name)) live += 1;
+    else dead.push(name);
   }
 
   // Containers the runtimes still know about, of jobs that are not alive.
@@ -66,7 +75,7 @@ export async function sweepSandboxState(context: SweepContext): Promise<SweepRep
     const names = await readdir(stateRoot).catch(() => [] as string[]);
     const ids = new Set(names.flatMap((name) => name.match(/al-[0-9a-f]{16}/g) ?? []));
     for (const id of ids) {
-      if (liveIds.has(id)) continue;
+      if (await isLive(dirs, id)) continue;
       // Kill from the host first: a runtime cannot always signal a paused (OOM) sandbox.
       await new JobCgroup(cgroups, id).killAll();
       await runHostCommand(path, [...driver.globalArgs(stateRoot, null), ...driver.deleteArgs(id)], {
@@ -79,13 +88,21 @@ export async function sweepSandboxState(context: SweepContext): Promise<SweepRep
   // Cgroups of jobs that are not alive (with or without a job directory).
   let removedCgroups = 0;
   for (const id of await listJobCgroups(cgroups)) {
-    if (!JOB_ID_PATTERN.test(id) || liveIds.has(id)) continue;
+    if (!JOB_ID_PATTERN.test(id) || (await isLive(dirs, id))) continue;
     await new JobCgroup(cgroups, id).killAll();
     await removeJobCgroups(cgroups, id);
     removedCgroups += 1;
   }
 
   for (const id of dead) {
+    // The runtime's own processes for the job (an orphaned `runc run`) and its watchdog.
+    for (const pid of await processesNaming(id)) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+    }
     const jobDir = join(dirs.jobs, id);
     // Its disk (and anything else mounted below it) is unmounted, deepest first; every process
     // of the job is dead by now, so nothing holds the mount.
@@ -98,17 +115,31 @@ export async function sweepSandboxState(context: SweepContext): Promise<SweepRep
   }
 
   const leases = await sweepIdLeases(context.pool);
+  await sweepHostImages(dirs.rootfs, context.currentImage);
+  return { jobs: dead, live, containers, cgroups: removedCgroups, leases };
+}
 
-  // Older host image roots are removed once no job of any process is alive.
-  if (liveIds.size === 0) {
-    for (const name of await readdir(dirs.rootfs).catch(() => [] as string[])) {
-      const path = join(dirs.rootfs, name);
-      if (path !== context.currentImage && (await ageMs(path)) > CREATION_GRACE_MS) {
-        await rm(path, { recursive: true, force: true });
-      }
-    }
+/** The marker by which a live engine says it uses a host image root: rootfs/.in-use-<name>-<pid>. */
+export function imageInUseMarker(rootfsDir: string, image: string, pid: number): string {
+  return join(rootfsDir, `.in-use-${basename(image)}-${pid}`);
+}
+
+/** Removes host image roots that no live engine uses (and markers of dead engines). */
+async function sweepHostImages(rootfsDir: string, currentImage: string): Promise<void> {
+  const names = await readdir(rootfsDir).catch(() => [] as string[]);
+  const inUse = new Set([basename(currentImage)]);
+  for (const name of names) {
+    const marker = /^\.in-use-(host-[0-9a-f]+)-\d+$/.exec(name);
+    if (marker === null || marker[1] === undefined) continue;
+    const owner = await readOwner(join(rootfsDir, name));
+    if (owner !== null && ownerAlive(owner)) inUse.add(marker[1]);
+    else await rm(join(rootfsDir, name), { force: true });
   }
-  return { jobs: dead, live: liveIds.size, containers, cgroups: removedCgroups, leases };
+  for (const name of names) {
+    if (!name.startsWith('host-') || inUse.has(name)) continue;
+    const path = join(rootfsDir, name);
+    if ((await ageMs(path)) > CREATION_GRACE_MS) await rm(path, { recursive: true, force: true });
+  }
 }
 
 /** Detaches loop devices still bound to a (deleted) disk image, left by a crash mid-mount. */

@@ -78,3 +78,47 @@ for (const runtime of ['runc', 'gvisor'] as RuntimeName[]) {
     });
   });
 }
+
+describe('a job whose Airlock process died still ends at its deadline', {
+  skip: runtimeSkipReason('runc') ?? false,
+  timeout: 60_000,
+}, () => {
+  const root = testStateDir('deadline');
+  after(async () => {
+    await removeStateDir(root);
+  });
+
+  test('the watchdog kills the job at its timeout with no Airlock process left to do it', async () => {
+    const child = spawn(
+      process.execPath,
+      [CLI, 'sandbox', '--timeout', '1s', '--', 'sh', '-c', 'echo started; sleep 1000'],
+      {
+        env: { PATH: process.env.PATH, AIRLOCK_SANDBOX_DIR: root, AIRLOCK_KILL_GRACE: '0' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    for (let i = 0; i < 300 && !output.includes('started'); i += 1) await sleep(50);
+    assert.match(output, /started/);
+    const jobId = (await readdir(join(root, 'jobs'))).find((name) => name.startsWith('al-')) ?? '';
+    const base = await leaseBaseOf(jobId);
+    assert.notEqual(base, null);
+    child.kill('SIGKILL');
+    await new Promise((resolve) => child.on('close', resolve));
+
+    const { processesWithUidIn } = await import('../../src/sandbox/procfs.js');
+    const range = base ?? 0;
+    assert.ok((await processesWithUidIn(range, range + RANGE_SIZE)).length > 0, 'the job outlived Airlock');
+    // Timeout 1 s + grace 0 + the watchdog's 5 s margin, plus slack; no sweep runs meanwhile.
+    let left: number[] = [];
+    for (let i = 0; i < 40; i += 1) {
+      await sleep(250);
+      left = await processesWithUidIn(range, range + RANGE_SIZE);
+      if (left.length === 0) break;
+    }
+    assert.deepEqual(left, [], 'no process of the job is left');
+  });
+});

@@ -43,6 +43,7 @@ my %x86_64 = (
   init_module => 175, finit_module => 313, delete_module => 176, kexec_load => 246, clone => 56,
   clone3 => 435, ioctl => 16, mknodat => 259, prctl => 157, getrlimit => 97,
   open_by_handle_at => 304, pivot_root => 155, process_vm_readv => 310, swapon => 167,
+  inotify_init1 => 294, mq_open => 240,
 );
 my %aarch64 = (
   mount => 40, umount2 => 39, unshare => 97, setns => 268, keyctl => 219, add_key => 217,
@@ -50,6 +51,7 @@ my %aarch64 = (
   init_module => 105, finit_module => 273, delete_module => 106, kexec_load => 104, clone => 220,
   clone3 => 435, ioctl => 29, mknodat => 33, prctl => 167, getrlimit => 163,
   open_by_handle_at => 265, pivot_root => 41, process_vm_readv => 270, swapon => 224,
+  inotify_init1 => 26, mq_open => 180,
 );
 my $machine = (uname())[4];
 my %nr = $machine eq 'aarch64' ? %aarch64 : %x86_64;
@@ -269,6 +271,26 @@ probe('tiocsti-refused', sub {
   my ($r1, $e1, $t1) = sys('ioctl', 0, 0x5412, 0);
   my ($r2, $e2, $t2) = sys('ioctl', 0, 0x100005412, 0);
   return ($r1 == -1 && $e1 == 1 && $r2 == -1 && $e2 == 1, "TIOCSTI: $t1; TIOCSTI|1<<32: $t2");
+});
+
+probe('socket-families-limited', sub {
+  # AF_VSOCK (40) reaches the hypervisor; AF_PACKET (17) and AF_ALG (38) are kernel surface a
+  # build does not need. EPERM is the filter; EAFNOSUPPORT would mean the call got through.
+  my @open;
+  for my $family (40, 17, 38, 30) {
+    $! = 0;
+    if (socket(my $s, $family, SOCK_STREAM, 0)) { push @open, $family; next }
+    push @open, "$family($!)" unless $! + 0 == 1;
+  }
+  socket(my $inet, PF_INET, SOCK_STREAM, 0) or push @open, "AF_INET refused: $!";
+  return (!@open, @open ? 'not refused by the filter: ' . join(' ', @open) : 'vsock, packet, alg, tipc refused; inet works');
+});
+
+probe('inotify-mqueue-refused', sub {
+  # Both are charged to the host root user, whatever the job's user: one job could use up the host's.
+  my ($ri, $ei, $ti) = sys('inotify_init1', 0);
+  my ($rm, $em, $tm) = sys('mq_open', my $name = 'airlock-probe', 0x40 | 2, 0600, 0);
+  return ($ri == -1 && $ei == 1 && $rm == -1 && $em == 1, "inotify_init1: $ti; mq_open: $tm");
 });
 
 # --- limits ---------------------------------------------------------------------------------
