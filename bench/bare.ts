@@ -39,7 +39,11 @@ export async function prepareBareBundle(
     'bench',
   );
   const workspace = await createWorkspace(dir, job.resources?.diskBytes ?? 1024 ** 3);
-  await assignWorkspace(workspace, { uid: lease.base + JOB_UID, gid: lease.base + JOB_GID });
+  await assignWorkspace(
+    workspace,
+    { uid: lease.base + JOB_UID, gid: lease.base + JOB_GID },
+    { uid: lease.base, gid: lease.base },
+  );
   const spec: OciSpec = await engine.describeBundle(job);
   for (const mount of spec.mounts) {
     if (mount.destination === '/workspace') mount.source = workspace.workDir;

@@ -12,6 +12,12 @@ export interface SandboxCommandOptions extends SandboxCliOptions {
   printConfig?: boolean;
 }
 
+/**
+ * Under --json the kept output is held in memory and written as one JSON string; V8 strings
+ * stop at 512 MiB and escaping can multiply the size by six, so the cap is lower there.
+ */
+export const JSON_OUTPUT_LIMIT = 64 * 1024 * 1024;
+
 export function jobFromOptions(command: readonly string[], options: SandboxCliOptions): SandboxJob {
   if (command.length === 0)
     throw new AirlockError('INVALID_OPTION', 'no command given: airlock sandbox [options] -- CMD [ARGS…]');
@@ -57,6 +63,12 @@ export async function sandboxCommand(
   options: SandboxCommandOptions,
 ): Promise<CommandResult> {
   const job = jobFromOptions(command, options);
+  if (options.json === true && (job.resources?.outputBytes ?? 0) > JSON_OUTPUT_LIMIT) {
+    throw new AirlockError(
+      'INVALID_OPTION',
+      `--output-limit: at most 64M with --json (the output is held in memory)`,
+    );
+  }
   return withEngine(context, (engine) => runOne(context, engine, job, options));
 }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -102,6 +102,24 @@ export function detectCgroupLayout(): CgroupLayout {
   });
 }
 
+/**
+ * Why memory+swap cannot be limited on this host, or null. With swap on and no per-cgroup
+ * swap accounting, a job could use swap beyond its memory limit: Airlock refuses to start.
+ */
+export function swapAccountingProblem(layout: CgroupLayout): string | null {
+  const swapKb = Number(/^SwapTotal:\s+(\d+)/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0);
+  if (swapKb === 0) return null;
+  const accounted =
+    layout.version === 1
+      ? existsSync(join(layout.controllers.memory, 'memory.memsw.limit_in_bytes'))
+      : !/\bswapaccount=0\b/.test(readFileSync('/proc/cmdline', 'utf8'));
+  if (accounted) return null;
+  return (
+    'this host has swap but the kernel does not account it per cgroup, so a job could use swap beyond its ' +
+    'memory limit: turn swap off (swapoff -a) or boot with swapaccount=1'
+  );
+}
+
 /** Human description for `selftest` and docs: "v1 (hybrid: v2 has hugetlb)". */
 export function describeLayout(layout: CgroupLayout): string {
   if (layout.version === 2) return `cgroup v2 (unified) at ${layout.mount}`;
@@ -133,6 +151,11 @@ function keyedValue(text: string | null, key: string): number {
     if (name === key && value !== undefined) return Number(value) || 0;
   }
   return 0;
+}
+
+/** The file is absent where the kernel does not account swap (and the host has none: checked at start). */
+function ignoreMissing(error: NodeJS.ErrnoException): void {
+  if (error.code !== 'ENOENT') throw error;
 }
 
 async function write(path: string, value: string): Promise<void> {
@@ -217,7 +240,7 @@ export class JobCgroup {
     await write(join(memory, 'memory.limit_in_bytes'), String(resources.memoryBytes));
     // memory+swap = memory: no swap (the file exists only where swap accounting is on).
     await write(join(memory, 'memory.memsw.limit_in_bytes'), String(resources.memoryBytes)).catch(
-      () => undefined,
+      ignoreMissing,
     );
     // Pause instead of killing one process at the limit; Airlock then kills the whole job.
     await write(join(memory, 'memory.oom_control'), '1');
@@ -238,7 +261,7 @@ export class JobCgroup {
       await write(join(parent, 'cgroup.subtree_control'), '+memory +pids +cpu');
     }
     await write(join(dir, 'memory.max'), String(resources.memoryBytes));
-    await write(join(dir, 'memory.swap.max'), '0').catch(() => undefined);
+    await write(join(dir, 'memory.swap.max'), '0').catch(ignoreMissing);
     await write(join(dir, 'memory.oom.group'), '1');
     await write(join(dir, 'pids.max'), String(hostPids));
     await write(join(dir, 'cpu.max'), `${cpuQuotaUs(resources.cpus)} ${CPU_PERIOD_US}`);

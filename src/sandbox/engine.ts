@@ -1,10 +1,17 @@
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
-import { constants as osConstants } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, open, readdir, rm } from 'node:fs/promises';
+import { constants as osConstants, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { AirlockError, describeError } from '../errors.js';
 import { buildOciSpec, writeBundleConfig } from './bundle.js';
-import { type CgroupLayout, type CgroupScope, cgroupScope, detectCgroupLayout, JobCgroup } from './cgroup.js';
+import {
+  type CgroupLayout,
+  type CgroupScope,
+  cgroupScope,
+  detectCgroupLayout,
+  JobCgroup,
+  swapAccountingProblem,
+} from './cgroup.js';
 import { runHostCommand } from './host-command.js';
 import { checkIdPool, type IdPool, leaseIdRange, rangeOfSlot } from './idmap.js';
 import { JOB_BOUNDS, type RuntimeName, type SandboxJob, type ValidJob, validateJob } from './job.js';
@@ -157,6 +164,8 @@ export class SandboxEngine {
     const dirs = sandboxDirs(options.root);
     await ensureSandboxDirs(dirs);
     const layout = options.cgroupLayout ?? detectCgroupLayout();
+    const swap = swapAccountingProblem(layout);
+    if (swap !== null) throw new AirlockError('HOST_UNSUPPORTED', swap);
     const image = await buildHostImage(dirs.rootfs);
     const engine = new SandboxEngine(options, dirs, layout, image);
     // Tells other processes' sweeps that this image root is in use.
@@ -253,6 +262,7 @@ export class SandboxEngine {
         refusals.push(reason ?? `${name} is not installed`);
         continue;
       }
+      checkHostCapacity(job, driver);
       const attempt = this.#runWith(job, driver, path, options);
       this.#running.add(attempt);
       try {
@@ -404,7 +414,7 @@ export class SandboxEngine {
     const ids = leased.value;
     const jobUser = { uid: ids.base + JOB_UID, gid: ids.base + JOB_GID };
 
-    await assignWorkspace(workspace, jobUser);
+    await assignWorkspace(workspace, jobUser, { uid: ids.base, gid: ids.base });
     await writeWorkspaceFiles(workspace, job.files, jobUser);
     if (job.inputDir !== undefined) {
       await copyInputDir(workspace, job.inputDir, jobUser, {
@@ -502,9 +512,17 @@ export class SandboxEngine {
   }
 
   async #startFailure(logFile: string): Promise<StartFailure | null> {
+    // Only the head of the log is read: the runtime's start-up errors come first.
     let text: string;
     try {
-      text = (await readFile(logFile)).subarray(0, MAX_RUNTIME_LOG_BYTES).toString('utf8');
+      const handle = await open(logFile, 'r');
+      try {
+        const buffer = Buffer.alloc(MAX_RUNTIME_LOG_BYTES);
+        const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
+        text = buffer.subarray(0, bytesRead).toString('utf8');
+      } finally {
+        await handle.close();
+      }
     } catch {
       return null;
     }
@@ -569,6 +587,29 @@ function exitStatus(
   return { exitCode: code, signal: null };
 }
 
+/**
+ * A job may not ask for more than the host has: more memory than the host's RAM, or more host
+ * processes than half of kernel.pid_max (one job must not be able to use up the host's PIDs).
+ * Disk is reserved for real when the job's disk is allocated (workspace.ts).
+ */
+export function checkHostCapacity(job: ValidJob, driver: RuntimeDriver): void {
+  const { memoryBytes, pids } = job.resources;
+  if (memoryBytes > totalmem()) {
+    throw new AirlockError(
+      'INVALID_JOB',
+      `resources.memoryBytes ${memoryBytes} is more than this host has (${totalmem()})`,
+    );
+  }
+  const hostPids = driver.hostPids(pids);
+  const pidMax = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8').trim()) || 32_768;
+  if (hostPids > pidMax / 2) {
+    throw new AirlockError(
+      'INVALID_JOB',
+      `resources.pids ${pids} needs ${hostPids} host processes under ${driver.name}, more than half of this host's kernel.pid_max (${pidMax})`,
+    );
+  }
+}
+
 /** What every sandbox needs from the host, checked before anything is created. */
 export function checkHost(): void {
   if (process.platform !== 'linux')
@@ -579,7 +620,7 @@ export function checkHost(): void {
       'Airlock sandboxes need root on the host (to create user namespaces with per-job ID ranges, cgroups and loop-mounted disks); run as root',
     );
   }
-  for (const tool of ['mkfs.ext4', 'mount', 'umount']) {
+  for (const tool of ['mkfs.ext4', 'mount', 'umount', 'fallocate']) {
     if (findExecutable(tool, `${process.env.PATH ?? ''}:/usr/sbin:/sbin`) === null) {
       throw new AirlockError(
         'HOST_UNSUPPORTED',

@@ -24,7 +24,9 @@ export function runHostCommand(
   return new Promise((resolve) => {
     const child = spawn(file, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: options.env ?? { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C' },
+      // The system directories always come last: mkfs.ext4, losetup and friends live in sbin,
+      // which an ordinary user's PATH lacks.
+      env: options.env ?? { PATH: `${process.env.PATH ?? ''}:/usr/sbin:/usr/bin:/sbin:/bin`, LANG: 'C' },
       timeout: options.timeoutMs ?? 30_000,
       killSignal: 'SIGKILL',
     });

@@ -16,6 +16,8 @@ export const DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/
 
 /** Open files per process: enough for compilers and bundlers, bounded for the kernel. */
 export const NOFILE_LIMIT = 4096;
+/** Signals queued to the job's processes at once. */
+export const SIGPENDING_LIMIT = 1024;
 
 export function jobEnv(job: ValidJob): string[] {
   const env: Record<string, string> = {
@@ -52,6 +54,11 @@ export function processSection(job: ValidJob): OciProcess {
       { type: 'RLIMIT_FSIZE', hard: resources.diskBytes, soft: resources.diskBytes },
       // Processes of this (unique) UID: a second fork-bomb stop beside the pids cgroup.
       { type: 'RLIMIT_NPROC', hard: resources.pids, soft: resources.pids },
+      // Queued signals and locked memory are counted for the host user that created the
+      // job's user namespace (root) as well as for the job: bounded per job, so that one job
+      // cannot use up root's allowance. Builds lock no memory.
+      { type: 'RLIMIT_SIGPENDING', hard: SIGPENDING_LIMIT, soft: SIGPENDING_LIMIT },
+      { type: 'RLIMIT_MEMLOCK', hard: 0, soft: 0 },
     ],
     // setuid binaries and file capabilities grant nothing.
     noNewPrivileges: true,

@@ -157,8 +157,8 @@ export function runtimeLogErrors(logText: string): string[] {
       if ((entry.level === 'error' || entry.level === 'fatal') && typeof entry.msg === 'string')
         errors.push(entry.msg);
     } catch {
-      // not JSON (crun may write plain lines before it parses its options): keep it if it says error
-      if (/error/i.test(line)) errors.push(line.trim());
+      // Not JSON: only crun's refusal of hybrid cgroup hosts, which it may print as plain text.
+      if (/cgroups in hybrid mode not supported/.test(line)) errors.push(line.trim());
     }
   }
   return errors;

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { chmod, link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, link, mkdir, readFile, realpath, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { AirlockError } from '../errors.js';
 
@@ -47,10 +47,28 @@ export async function ensureSandboxDirs(dirs: SandboxDirs): Promise<void> {
     await chmod(dir, 0o711);
   }
   for (const dir of [dirs.ids, dirs.runtime]) await mkdir(dir, { recursive: true, mode: 0o700 });
-  // Every ancestor must let "other" traverse too, or the runtime cannot reach the job's files
-  // from inside its user namespace (a mkdtemp directory is 0700, say).
+  // Mount points are compared with /proc/self/mountinfo, which shows real paths: a state
+  // directory reached through a link would leave its disks mounted for good.
+  const real = await realpath(dirs.root);
+  if (real !== dirs.root) {
+    throw new AirlockError(
+      'INVALID_CONFIG',
+      `AIRLOCK_SANDBOX_DIR ${dirs.root} goes through a symbolic link; name the directory itself: ${real}`,
+    );
+  }
   for (let dir = dirname(dirs.root); ; dir = dirname(dir)) {
     const info = await stat(dir);
+    // Root works in this tree as root: no other user may be able to rename or replace a part
+    // of it (unless the sticky bit stops them, as on /tmp).
+    const writableByOthers = (info.mode & 0o022) !== 0 && (info.mode & 0o1000) === 0;
+    if (info.uid !== 0 || writableByOthers) {
+      throw new AirlockError(
+        'HOST_UNSUPPORTED',
+        `${dir} (above the sandbox directory ${dirs.root}) is owned by uid ${info.uid} with mode ${(info.mode & 0o7777).toString(8)}; every directory above it must be root's and not writable by others: choose another AIRLOCK_SANDBOX_DIR`,
+      );
+    }
+    // Every ancestor must let "other" traverse too, or the runtime cannot reach the job's
+    // files from inside its user namespace (a mkdtemp directory is 0700, say).
     if ((info.mode & 0o001) === 0) {
       throw new AirlockError(
         'HOST_UNSUPPORTED',

@@ -16,7 +16,7 @@ import {
   symlinkSync,
   writeSync,
 } from 'node:fs';
-import { chmod, chown, lstat, mkdir, open, readdir, rm } from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, open, opendir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { AirlockError } from '../errors.js';
 import { describeFailure, runHostCommand } from './host-command.js';
@@ -59,12 +59,19 @@ function setupFailed(message: string, cause?: unknown): never {
  */
 export async function createWorkspace(jobDir: string, diskBytes: number): Promise<Workspace> {
   const ws = workspacePaths(jobDir);
-  // A sparse file: it takes host disk only as the job writes, up to diskBytes.
+  // The whole size is allocated on the host now (fallocate: no data written, milliseconds),
+  // so the job can use all of its disk and never fill the host's instead: a disk the host
+  // cannot hold is refused here, before the job starts.
   const handle = await open(ws.image, 'wx', 0o600);
-  try {
-    await handle.truncate(diskBytes);
-  } finally {
-    await handle.close();
+  await handle.close();
+  const allocate = await runHostCommand('fallocate', ['-l', String(diskBytes), ws.image]);
+  if (allocate.code !== 0) {
+    const full = /No space left/i.test(allocate.stderr);
+    setupFailed(
+      full
+        ? `the host has less free disk than the job's ${diskBytes}-byte disk needs (in ${jobDir}); ask for a smaller --disk or free space`
+        : `cannot allocate the job's disk: ${describeFailure('fallocate', allocate)}`,
+    );
   }
   // No journal (the disk is thrown away), no reserved blocks, inode tables initialised lazily
   // and never zeroed (noinit_itable below): formatting a 1 GiB disk takes milliseconds.
@@ -90,8 +97,8 @@ export async function createWorkspace(jobDir: string, diskBytes: number): Promis
     ws.mountPoint,
   ]);
   if (mount.code !== 0) setupFailed(`cannot mount the job's disk: ${describeFailure('mount', mount)}`);
-  // The disk's root stays root's (0711); the job will own work/ and tmp/ only.
-  await chmod(ws.mountPoint, 0o711);
+  // The disk's root is root's and closed (0700) until it is handed to one job.
+  await chmod(ws.mountPoint, 0o700);
   await mkdir(ws.workDir, { mode: 0o700 });
   await mkdir(ws.tmpDir, { mode: 0o700 });
   await rm(join(ws.mountPoint, 'lost+found'), { recursive: true, force: true });
@@ -99,7 +106,16 @@ export async function createWorkspace(jobDir: string, diskBytes: number): Promis
 }
 
 /** Gives the disk's work/ (0755) and tmp/ (1777, like any /tmp) to the job's host user. */
-export async function assignWorkspace(ws: Workspace, owner: { uid: number; gid: number }): Promise<void> {
+export async function assignWorkspace(
+  ws: Workspace,
+  owner: { uid: number; gid: number },
+  rangeRoot: { uid: number; gid: number },
+): Promise<void> {
+  // The disk's root belongs to the job's range root (its container root) and is closed to
+  // every other host user: no one but the job and host root can read or plant files in its
+  // workspace or /tmp, nor swap a path component while Airlock reads results.
+  await chown(ws.mountPoint, rangeRoot.uid, rangeRoot.gid);
+  await chmod(ws.mountPoint, 0o700);
   await chown(ws.workDir, owner.uid, owner.gid);
   await chown(ws.tmpDir, owner.uid, owner.gid);
   await chmod(ws.workDir, 0o755);
@@ -298,6 +314,9 @@ function copyRegularFile(
 
 // --- reading after the run -------------------------------------------------------------------
 
+/** Linux's PATH_MAX: longer paths cannot be passed to a system call. */
+const PATH_MAX = 4096;
+
 export interface WorkspaceEntry {
   /** Path relative to /workspace. */
   readonly path: string;
@@ -319,14 +338,22 @@ export class WorkspaceReader {
   }
 
   /** Lists the workspace (depth-first), up to `maxEntries`. Links are reported, never followed. */
-  async list(maxEntries: number = JOB_BOUNDS.maxFiles): Promise<WorkspaceEntry[]> {
+  async list(maxEntries: number = JOB_BOUNDS.maxFiles, maxDepth = 64): Promise<WorkspaceEntry[]> {
     const out: WorkspaceEntry[] = [];
-    const walk = async (rel: string): Promise<void> => {
-      const entries = await readdir(rel === '' ? this.#root : join(this.#root, rel), { withFileTypes: true });
-      for (const entry of entries) {
-        if (out.length >= maxEntries) return;
+    // Directories are read as a stream and the walk stops at maxEntries: a job that made a
+    // million entries costs a bounded amount of Airlock's memory and time. Paths the kernel
+    // cannot name (past PATH_MAX) and directories below maxDepth are reported, not entered.
+    const walk = async (rel: string, depth: number): Promise<void> => {
+      const dir = await opendir(rel === '' ? this.#root : join(this.#root, rel));
+      for await (const entry of dir) {
+        if (out.length >= maxEntries) break;
         const path = rel === '' ? entry.name : `${rel}/${entry.name}`;
-        const info = await lstat(join(this.#root, path));
+        if (Buffer.byteLength(join(this.#root, path)) >= PATH_MAX) {
+          out.push({ path, type: 'other', size: 0 });
+          continue;
+        }
+        const info = await lstat(join(this.#root, path)).catch(() => null);
+        if (info === null) continue;
         const type = info.isSymbolicLink()
           ? 'symlink'
           : info.isDirectory()
@@ -335,10 +362,10 @@ export class WorkspaceReader {
               ? 'file'
               : 'other';
         out.push({ path, type, size: info.size });
-        if (type === 'directory') await walk(path);
+        if (type === 'directory' && depth < maxDepth) await walk(path, depth + 1);
       }
     };
-    await walk('');
+    await walk('', 1);
     return out;
   }
 
@@ -353,6 +380,8 @@ export class WorkspaceReader {
         if (error.code === 'ENOENT' || error.code === 'ENOTDIR') {
           throw new AirlockError('INPUT_REJECTED', `workspace path ${rel} does not exist`);
         }
+        if (error.code === 'ENAMETOOLONG')
+          throw new AirlockError('INPUT_REJECTED', `workspace path ${rel} is too long`);
         throw error;
       });
       if (info.isSymbolicLink()) {

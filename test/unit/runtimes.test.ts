@@ -55,7 +55,7 @@ describe('classifyStartFailure', () => {
 });
 
 describe('runtimeLogErrors', () => {
-  test('keeps error and fatal messages, drops info and warnings, keeps plain lines that say error', () => {
+  test("keeps error and fatal messages, drops info and warnings and plain lines but crun's hybrid refusal", () => {
     const log = [
       '{"level":"info","msg":"starting","time":"2024-01-01T00:00:00Z"}',
       '{"level":"warning","msg":"cgroup v1 is deprecated, error-prone"}',
@@ -64,13 +64,14 @@ describe('runtimeLogErrors', () => {
       '{"level":"fatal","msg":"cannot continue"}',
       'crun: error parsing options',
       'just a plain line',
+      'cgroups in hybrid mode not supported, drop all controllers from cgroupv2',
       '{"level":"error","msg":42}',
       '   ',
     ].join('\n');
     assert.deepEqual(runtimeLogErrors(log), [
       'exec failed: permission denied',
       'cannot continue',
-      'crun: error parsing options',
+      'cgroups in hybrid mode not supported, drop all controllers from cgroupv2',
     ]);
   });
 
