@@ -39,7 +39,7 @@ import {
 } from './state.js';
 import { type SuperviseOutcome, superviseContainer } from './supervise.js';
 import { findLeftovers, imageInUseMarker, type SweepReport, sweepSandboxState } from './sweep.js';
-import { startWatchdog } from './watchdog.js';
+import { startWatchdog, type Watchdog } from './watchdog.js';
 import { assignWorkspace, copyInputDir, WorkspaceReader, writeWorkspaceFiles } from './workspace.js';
 
 /**
@@ -163,6 +163,9 @@ export class SandboxEngine {
     checkIdPool(options.idBase, options.idRanges);
     const dirs = sandboxDirs(options.root);
     await ensureSandboxDirs(dirs);
+    for (const driver of Object.values(RUNTIME_DRIVERS)) {
+      await mkdir(join(dirs.runtime, driver.name), { recursive: true, mode: 0o711 });
+    }
     const layout = options.cgroupLayout ?? detectCgroupLayout();
     const swap = swapAccountingProblem(layout);
     if (swap !== null) throw new AirlockError('HOST_UNSUPPORTED', swap);
@@ -440,16 +443,10 @@ export class SandboxEngine {
       }),
     );
     await writeBundleConfig(jobDir, spec);
-    await mkdir(stateRoot, { recursive: true, mode: 0o711 });
     cleanups.push(() => this.#deleteContainer(driver, binaryPath, jobId));
 
-    // Keeps the deadline even if this process dies (the engine's own kill comes first).
-    const watchdog = startWatchdog(
-      cgroup.processDir,
-      jobId,
-      job.resources.timeoutMs + this.#options.killGraceMs + WATCHDOG_MARGIN_MS,
-    );
-    cleanups.push(async () => watchdog.stop());
+    let watchdog: Watchdog | undefined;
+    cleanups.push(async () => watchdog?.stop());
     const logFile = join(jobDir, 'runtime.log');
     const outcome = await superviseContainer({
       driver,
@@ -465,7 +462,16 @@ export class SandboxEngine {
       memoryPollMs: this.#layout.version === 1 ? MEMORY_POLL_MS : 0,
       onOutput: options.onOutput ?? (() => undefined),
       signal: options.signal,
-      onSpawn: () => options.onStarted?.({ jobId, runtime: driver.name, cgroup, hostUidBase: ids.base }),
+      onSpawn: () => {
+        // Keeps the deadline even if this process dies (the engine's own kill comes first).
+        // Started once the runtime is on its way, so that the two start side by side.
+        watchdog = startWatchdog(
+          cgroup.processDir,
+          jobId,
+          job.resources.timeoutMs + this.#options.killGraceMs + WATCHDOG_MARGIN_MS,
+        );
+        options.onStarted?.({ jobId, runtime: driver.name, cgroup, hostUidBase: ids.base });
+      },
     });
     if (outcome.spawnError !== null) {
       throw new AirlockError(
