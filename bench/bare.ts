@@ -31,6 +31,8 @@ export async function prepareBareBundle(
   const driver = RUNTIME_DRIVERS[job.runtime ?? 'runc'];
   const binary = findExecutable(driver.binary);
   if (binary === null) throw new Error(`${driver.binary} is not installed`);
+  // What an interrupted earlier run left: its disk may still be mounted.
+  await removeWorkspace(dir).catch(() => undefined);
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true, mode: 0o711 });
   const lease: IdLease = await leaseIdRange(

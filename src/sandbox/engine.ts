@@ -13,7 +13,7 @@ import {
   swapAccountingProblem,
 } from './cgroup.js';
 import { runHostCommand } from './host-command.js';
-import { checkIdPool, type IdPool, leaseIdRange, rangeOfSlot } from './idmap.js';
+import { checkIdPool, type IdPool, rangeOfSlot } from './idmap.js';
 import { JOB_BOUNDS, type RuntimeName, type SandboxJob, type ValidJob, validateJob } from './job.js';
 import type { OciSpec } from './oci-spec.js';
 import type { OutputListener } from './output.js';
@@ -39,8 +39,7 @@ import {
 } from './state.js';
 import { type SuperviseOutcome, superviseContainer } from './supervise.js';
 import { findLeftovers, imageInUseMarker, type SweepReport, sweepSandboxState } from './sweep.js';
-import { startWatchdog, type Watchdog } from './watchdog.js';
-import { assignWorkspace, copyInputDir, WorkspaceReader, writeWorkspaceFiles } from './workspace.js';
+import { copyInputDir, WorkspaceReader, writeWorkspaceFiles } from './workspace.js';
 
 /**
  * The sandbox engine: the library the CLI (`airlock sandbox`, `airlock selftest`) and the
@@ -154,7 +153,13 @@ export class SandboxEngine {
     this.#image = image;
     this.#owner = currentOwner();
     this.#pool = { dir: dirs.ids, base: options.idBase, count: options.idRanges };
-    this.#slots = new SlotPool(dirs.jobs, this.#owner, options.preparedSlots ?? 1);
+    this.#slots = new SlotPool(
+      dirs.jobs,
+      this.#owner,
+      this.#pool,
+      (jobId) => new JobCgroup(this.#cgroups, jobId).processDir,
+      options.preparedSlots ?? 1,
+    );
   }
 
   /** Checks the host, prepares the state directory and sweeps what crashed runs left. */
@@ -353,8 +358,9 @@ export class SandboxEngine {
               },
             );
     }
-    // Whatever happened, no process of the job survives this line.
-    await cgroup.killAll().catch(() => undefined);
+    // Whatever went wrong, no process of the job survives this line (a job that ran to its
+    // result was emptied and checked already).
+    if (failure !== undefined || result === undefined) await cgroup.killAll().catch(() => undefined);
     const teardown = runCleanups(cleanups.reverse());
     if (failure !== undefined || result === undefined) {
       const problems = await teardown;
@@ -388,36 +394,26 @@ export class SandboxEngine {
     const { jobId, jobDir, workspace } = slot;
     const stateRoot = this.#stateRoot(driver);
 
-    // The ID lease and the cgroup do not depend on each other: made side by side. Each one
-    // that was made gets its clean-up registered, even when the other failed.
-    const [leased, created] = await Promise.allSettled([
-      leaseIdRange(this.#pool, this.#owner, jobId),
-      cgroup.create(job.resources, driver.hostPids(job.resources.pids)),
-    ]);
-    if (leased.status === 'fulfilled') {
-      cleanups.push(async () => {
-        // A process of the job that survived SIGKILL still runs as these host IDs: the range
-        // stays leased (the sweep frees it once nothing is left) so no other job gets it.
-        if ((await cgroup.processes()).length > 0) {
-          throw new AirlockError(
-            'SANDBOX_CLEANUP_FAILED',
-            `processes of job ${jobId} remain; its host ID range stays leased`,
-          );
-        }
-        await leased.value.release();
-      });
-    }
+    const { ids } = slot;
+    const jobUser = { uid: ids.base + JOB_UID, gid: ids.base + JOB_GID };
+    cleanups.push(async () => {
+      // A process of the job that survived SIGKILL still runs as these host IDs: the range
+      // stays leased (the sweep frees it once nothing is left) so no other job gets it.
+      if ((await cgroup.processes()).length > 0) {
+        throw new AirlockError(
+          'SANDBOX_CLEANUP_FAILED',
+          `processes of job ${jobId} remain; its host ID range stays leased`,
+        );
+      }
+      await ids.release();
+    });
     cleanups.push(async () => {
       const left = await cgroup.remove();
       if (left.length > 0)
         throw new AirlockError('SANDBOX_CLEANUP_FAILED', `cgroups left: ${left.join(', ')}`);
     });
-    if (leased.status === 'rejected') throw leased.reason;
-    if (created.status === 'rejected') throw created.reason;
-    const ids = leased.value;
-    const jobUser = { uid: ids.base + JOB_UID, gid: ids.base + JOB_GID };
+    await cgroup.create(job.resources, driver.hostPids(job.resources.pids));
 
-    await assignWorkspace(workspace, jobUser, { uid: ids.base, gid: ids.base });
     await writeWorkspaceFiles(workspace, job.files, jobUser);
     if (job.inputDir !== undefined) {
       await copyInputDir(workspace, job.inputDir, jobUser, {
@@ -445,8 +441,10 @@ export class SandboxEngine {
     await writeBundleConfig(jobDir, spec);
     cleanups.push(() => this.#deleteContainer(driver, binaryPath, jobId));
 
-    let watchdog: Watchdog | undefined;
-    cleanups.push(async () => watchdog?.stop());
+    // Keeps the deadline even if this process dies (the engine's own kill comes first). Armed
+    // before the runtime starts, so there is no moment when the job runs without it.
+    slot.watchdog.arm(job.resources.timeoutMs + this.#options.killGraceMs + WATCHDOG_MARGIN_MS);
+    cleanups.push(async () => slot.watchdog.stop());
     const logFile = join(jobDir, 'runtime.log');
     const outcome = await superviseContainer({
       driver,
@@ -462,16 +460,7 @@ export class SandboxEngine {
       memoryPollMs: this.#layout.version === 1 ? MEMORY_POLL_MS : 0,
       onOutput: options.onOutput ?? (() => undefined),
       signal: options.signal,
-      onSpawn: () => {
-        // Keeps the deadline even if this process dies (the engine's own kill comes first).
-        // Started once the runtime is on its way, so that the two start side by side.
-        watchdog = startWatchdog(
-          cgroup.processDir,
-          jobId,
-          job.resources.timeoutMs + this.#options.killGraceMs + WATCHDOG_MARGIN_MS,
-        );
-        options.onStarted?.({ jobId, runtime: driver.name, cgroup, hostUidBase: ids.base });
-      },
+      onSpawn: () => options.onStarted?.({ jobId, runtime: driver.name, cgroup, hostUidBase: ids.base }),
     });
     if (outcome.spawnError !== null) {
       throw new AirlockError(
@@ -484,10 +473,12 @@ export class SandboxEngine {
     const left = await cgroup.killAll();
     if (left > 0)
       throw new AirlockError('SANDBOX_CLEANUP_FAILED', `${left} processes of job ${jobId} survived SIGKILL`);
-    const usage = await cgroup.usage();
-    const oomKilled = outcome.reason === 'memory' || (await cgroup.oomKilled());
-
-    const failure = outcome.reason === 'exited' ? await this.#startFailure(logFile) : null;
+    const [usage, oomEvent, failure] = await Promise.all([
+      cgroup.usage(),
+      cgroup.oomKilled(),
+      outcome.reason === 'exited' ? this.#startFailure(logFile) : null,
+    ]);
+    const oomKilled = outcome.reason === 'memory' || oomEvent;
     if (failure?.kind === 'runtime-unavailable') {
       throw new AirlockError('RUNTIME_UNAVAILABLE', `${driver.name}: ${failure.message}`);
     }

@@ -1,12 +1,16 @@
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { type IdLease, type IdPool, leaseIdRange } from './idmap.js';
+import { JOB_GID, JOB_UID } from './process.js';
 import { newJobId, type Owner, writeOwner } from './state.js';
-import { createWorkspace, removeWorkspace, type Workspace } from './workspace.js';
+import { startWatchdog, type Watchdog } from './watchdog.js';
+import { assignWorkspace, createWorkspace, removeWorkspace, type Workspace } from './workspace.js';
 
 /**
- * Job slots: a job directory with its owner record and a freshly formatted, mounted disk —
- * everything of a sandbox that does not depend on the job itself. Formatting and mounting a
- * disk costs ~15 ms of the critical path, so the engine can keep a few slots prepared ahead
+ * Job slots: a job directory with its owner record, a host ID range leased for it, and a
+ * freshly formatted, mounted disk handed to that range — everything of a sandbox that does
+ * not depend on the job itself. Allocating, formatting and mounting a disk costs ~15 ms of the
+ * critical path, so the engine can keep a few slots prepared ahead
  * (docs/decisions/0003-prepared-job-slots.md). A slot is used by exactly one job and then
  * destroyed with it; nothing is ever reused between jobs. An unused slot is an ordinary job
  * directory of a live owner, so the sweep removes it if its process dies.
@@ -17,19 +21,42 @@ export interface JobSlot {
   readonly jobDir: string;
   readonly workspace: Workspace;
   readonly diskBytes: number;
+  /** The job's own host UID/GID range. */
+  readonly ids: IdLease;
+  /** Keeps the job's deadline if Airlock dies (watchdog.ts); armed when the job starts. */
+  readonly watchdog: Watchdog;
 }
 
-export async function prepareSlot(jobsDir: string, owner: Owner, diskBytes: number): Promise<JobSlot> {
+/** Where a job's processes are listed (its cgroup's process directory), for its watchdog. */
+export type ProcessDirOf = (jobId: string) => string;
+
+export async function prepareSlot(
+  jobsDir: string,
+  owner: Owner,
+  pool: IdPool,
+  processDirOf: ProcessDirOf,
+  diskBytes: number,
+): Promise<JobSlot> {
   const jobId = newJobId();
   const jobDir = join(jobsDir, jobId);
   // The owner record comes first: from here on a crash leaves nothing the sweep cannot find.
   await mkdir(jobDir, { mode: 0o711 });
+  let ids: IdLease | undefined;
+  const watchdog = startWatchdog(processDirOf(jobId), jobId);
   try {
     await writeOwner(join(jobDir, 'owner.json'), owner);
+    ids = await leaseIdRange(pool, owner, jobId);
     const workspace = await createWorkspace(jobDir, diskBytes);
-    return { jobId, jobDir, workspace, diskBytes };
+    await assignWorkspace(
+      workspace,
+      { uid: ids.base + JOB_UID, gid: ids.base + JOB_GID },
+      { uid: ids.base, gid: ids.base },
+    );
+    return { jobId, jobDir, workspace, diskBytes, ids, watchdog };
   } catch (error) {
+    watchdog.stop();
     await destroySlot(jobDir).catch(() => undefined);
+    await ids?.release();
     throw error;
   }
 }
@@ -40,17 +67,28 @@ export async function destroySlot(jobDir: string): Promise<void> {
   await rm(jobDir, { recursive: true, force: true });
 }
 
+/** A slot no job ever used: nothing runs as its IDs, so its lease goes with it. */
+async function destroyIdleSlot(slot: JobSlot): Promise<void> {
+  slot.watchdog.stop();
+  await destroySlot(slot.jobDir);
+  await slot.ids.release();
+}
+
 export class SlotPool {
   readonly #jobsDir: string;
   readonly #owner: Owner;
+  readonly #pool: IdPool;
+  readonly #processDirOf: ProcessDirOf;
   readonly #maxIdle: number;
   readonly #idle: JobSlot[] = [];
   readonly #preparing = new Set<Promise<void>>();
   #closed = false;
 
-  constructor(jobsDir: string, owner: Owner, maxIdle: number) {
+  constructor(jobsDir: string, owner: Owner, pool: IdPool, processDirOf: ProcessDirOf, maxIdle: number) {
     this.#jobsDir = jobsDir;
     this.#owner = owner;
+    this.#pool = pool;
+    this.#processDirOf = processDirOf;
     this.#maxIdle = maxIdle;
   }
 
@@ -61,7 +99,7 @@ export class SlotPool {
       const [slot] = this.#idle.splice(index, 1);
       if (slot !== undefined) return slot;
     }
-    return prepareSlot(this.#jobsDir, this.#owner, diskBytes);
+    return prepareSlot(this.#jobsDir, this.#owner, this.#pool, this.#processDirOf, diskBytes);
   }
 
   /** Prepares a slot of this size in the background, evicting the oldest idle one when full. */
@@ -69,15 +107,15 @@ export class SlotPool {
     if (this.#closed || this.#maxIdle === 0) return;
     if (this.#idle.some((slot) => slot.diskBytes === diskBytes) || this.#preparing.size > 0) return;
     const work = (async () => {
-      const slot = await prepareSlot(this.#jobsDir, this.#owner, diskBytes);
+      const slot = await prepareSlot(this.#jobsDir, this.#owner, this.#pool, this.#processDirOf, diskBytes);
       if (this.#closed) {
-        await destroySlot(slot.jobDir);
+        await destroyIdleSlot(slot);
         return;
       }
       this.#idle.push(slot);
       while (this.#idle.length > this.#maxIdle) {
         const oldest = this.#idle.shift();
-        if (oldest !== undefined) await destroySlot(oldest.jobDir);
+        if (oldest !== undefined) await destroyIdleSlot(oldest);
       }
     })()
       // A failed preparation only costs the next job its head start; that job prepares its
@@ -97,6 +135,6 @@ export class SlotPool {
     this.#closed = true;
     await Promise.allSettled([...this.#preparing]);
     const idle = this.#idle.splice(0);
-    await Promise.all(idle.map((slot) => destroySlot(slot.jobDir)));
+    await Promise.all(idle.map(destroyIdleSlot));
   }
 }

@@ -1,17 +1,21 @@
 import { spawn } from 'node:child_process';
 
 /**
- * A job's deadline, kept by a process that does not depend on Airlock: a detached shell that
- * sleeps until the deadline and then SIGKILLs every process in the job's cgroup. Normally
- * Airlock ends the job first and stops its watchdog; if Airlock dies (SIGKILL, OOM, a crash)
- * the job still ends on time, and the next start's sweep removes what is left.
+ * A job's deadline, kept by a process that does not depend on Airlock: a detached shell,
+ * started with the job's slot (off the job's critical path), that waits to be told the
+ * deadline, sleeps until then and SIGKILLs every process in the job's cgroup. Normally
+ * Airlock ends the job first and stops its watchdog; if Airlock dies (SIGKILL, OOM, a crash),
+ * the job still ends on time, and the next start's sweep removes what is left. A watchdog
+ * whose Airlock dies before arming it exits: its job never started.
  */
 
-// $1 seconds to wait, $2 the job's cgroup directory (the pids hierarchy on v1), $3 the job id
-// (only so that the sweep can find this process). Kills until the cgroup is empty.
+// $1 the job's cgroup directory (the pids hierarchy on v1), $2 the job id (only so that the
+// sweep can find this process). Reads the seconds to wait from stdin, then kills until the
+// cgroup is empty.
 const SCRIPT = `
-sleep "$1" || exit 0
-dir=$2
+read seconds || exit 0
+sleep "$seconds" || exit 0
+dir=$1
 [ -e "$dir/cgroup.kill" ] && echo 1 > "$dir/cgroup.kill" 2>/dev/null
 n=0
 while [ "$n" -lt 100 ]; do
@@ -24,20 +28,27 @@ done
 `;
 
 export interface Watchdog {
+  /** Starts the countdown: the job is killed `afterMs` from now unless stop() comes first. */
+  arm(afterMs: number): void;
   stop(): void;
 }
 
-export function startWatchdog(cgroupDir: string, jobId: string, afterMs: number): Watchdog {
-  const seconds = Math.ceil(afterMs / 1000);
-  const child = spawn('sh', ['-c', SCRIPT, 'airlock-watchdog', String(seconds), cgroupDir, jobId], {
+export function startWatchdog(cgroupDir: string, jobId: string): Watchdog {
+  const child = spawn('sh', ['-c', SCRIPT, 'airlock-watchdog', cgroupDir, jobId], {
     detached: true,
-    stdio: 'ignore',
+    stdio: ['pipe', 'ignore', 'ignore'],
     env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' },
   });
   child.on('error', () => undefined);
+  child.stdin.on('error', () => undefined);
   child.unref();
+  // The pipe must not keep Airlock's event loop alive either.
+  (child.stdin as unknown as { unref?: () => void }).unref?.();
   let stopped = false;
   return {
+    arm: (afterMs) => {
+      if (!stopped) child.stdin.write(`${Math.ceil(afterMs / 1000)}\n`);
+    },
     stop: () => {
       if (stopped || child.pid === undefined) return;
       stopped = true;
