@@ -70,7 +70,8 @@ if [ -n "$missing" ]; then
   done
   if [ -n "$installable" ]; then
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $installable >&2 || fail "apt-get install$installable failed."
+    apt-get install -y -qq --no-install-recommends $installable >/dev/null || fail "apt-get install$installable failed (its messages are above)."
+    say "installed:$installable"
   fi
   if [ -n "${unavailable:-}" ]; then
     case " $unavailable " in
