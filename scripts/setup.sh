@@ -31,6 +31,9 @@ command -v node >/dev/null 2>&1 || fail "Node.js is missing: install Node.js 20 
 command -v npm >/dev/null 2>&1 || fail "npm is missing: install npm (it ships with Node.js), then run this again."
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] || fail "Node.js $(node --version) is too old: Airlock needs Node.js 20 or newer."
+if [ "$tests" = 1 ] || [ "$bench" = 1 ]; then
+  [ "$(id -u)" = 0 ] || fail "the tests and benchmarks create real sandboxes (user namespaces with their own host ID ranges, cgroups, loop-mounted disks) and must run as root: run this as root (sudo)."
+fi
 
 # --- OS packages -----------------------------------------------------------------------------
 PATH="$PATH:/usr/sbin:/sbin"
