@@ -340,8 +340,12 @@ export class SandboxEngine {
   ): Promise<SandboxResult> {
     const slot = await this.#slots.take(job.resources.diskBytes);
     const cgroup = new JobCgroup(this.#cgroups, slot.jobId);
-    // Undone in reverse order; the slot (disk, then job directory) goes last.
-    const cleanups: (() => Promise<void>)[] = [() => destroySlot(slot.jobDir)];
+    // Undone in reverse order; the slot (disk, then job directory) goes last, after its
+    // watchdog (armed or not) is stopped.
+    const cleanups: (() => Promise<void>)[] = [
+      () => destroySlot(slot.jobDir),
+      async () => slot.watchdog.stop(),
+    ];
     let result: SandboxResult | undefined;
     let failure: unknown;
     try {
@@ -444,7 +448,6 @@ export class SandboxEngine {
     // Keeps the deadline even if this process dies (the engine's own kill comes first). Armed
     // before the runtime starts, so there is no moment when the job runs without it.
     slot.watchdog.arm(job.resources.timeoutMs + this.#options.killGraceMs + WATCHDOG_MARGIN_MS);
-    cleanups.push(async () => slot.watchdog.stop());
     const logFile = join(jobDir, 'runtime.log');
     const outcome = await superviseContainer({
       driver,
