@@ -28,7 +28,7 @@ async function selftestWith(
 ): Promise<CommandResult> {
   const status = engine.runtimes().find((entry) => entry.name === runtime);
   if (status !== undefined && !status.available) {
-    const message = `${runtime} cannot run here: ${status.reason}`;
+    const message = status.reason ?? `${runtime} cannot run here`;
     if (options.json === true)
       context.stdout.write(`${JSON.stringify({ runtime, available: false, reason: status.reason })}\n`);
     else context.stderr.write(`airlock selftest: ${message}\n`);
