@@ -66,10 +66,11 @@ export async function createWorkspace(jobDir: string, diskBytes: number): Promis
   await handle.close();
   const allocate = await runHostCommand('fallocate', ['-l', String(diskBytes), ws.image]);
   if (allocate.code !== 0) {
-    const full = /No space left/i.test(allocate.stderr);
+    // ENOSPC: not that much free space; EFBIG: larger than a file the host filesystem can hold.
+    const tooBig = /No space left|File too large/i.test(allocate.stderr);
     setupFailed(
-      full
-        ? `the host has less free disk than the job's ${diskBytes}-byte disk needs (in ${jobDir}); ask for a smaller --disk or free space`
+      tooBig
+        ? `the host has less free disk than the job's ${diskBytes}-byte disk needs (in ${jobDir}: ${allocate.stderr.trim()}); ask for a smaller --disk or free space`
         : `cannot allocate the job's disk: ${describeFailure('fallocate', allocate)}`,
     );
   }

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { removeStateDir, runCli, runtimeSkipReason, testStateDir } from './helpers.js';
+import { removeStateDir, runCli, runtimeSkipReason, TEST_ROOT, testStateDir } from './helpers.js';
 
 /** `airlock sandbox` as a user runs it: real process, real sandbox, exit codes of DESIGN §6. */
 
@@ -116,6 +116,30 @@ describe('airlock sandbox (CLI)', { timeout: 300_000 }, () => {
     const relative = await runCli(['sandbox', '--', 'true'], { AIRLOCK_SANDBOX_DIR: 'relative/dir' });
     assert.equal(relative.code, 125);
     assert.match(relative.stderr, /must be an absolute path/);
+  });
+
+  test('refuses a state directory reached through a link, or below a directory others can write', async () => {
+    await mkdir(TEST_ROOT, { recursive: true });
+    const base = await mkdtemp(join(TEST_ROOT, 'statedir-'));
+    try {
+      await chmod(base, 0o755);
+      await mkdir(join(base, 'real'));
+      await symlink(join(base, 'real'), join(base, 'link'));
+      const linked = await runCli(['sandbox', '--', 'true'], {
+        AIRLOCK_SANDBOX_DIR: join(base, 'link', 'sandbox'),
+      });
+      assert.equal(linked.code, 125);
+      assert.match(linked.stderr, /INVALID_CONFIG: AIRLOCK_SANDBOX_DIR .* goes through a symbolic link/);
+      await mkdir(join(base, 'open'), { mode: 0o777 });
+      await chmod(join(base, 'open'), 0o777);
+      const open = await runCli(['sandbox', '--', 'true'], {
+        AIRLOCK_SANDBOX_DIR: join(base, 'open', 'sandbox'),
+      });
+      assert.equal(open.code, 125);
+      assert.match(open.stderr, /HOST_UNSUPPORTED: .*not writable by others/);
+    } finally {
+      await rm(base, { recursive: true, force: true });
+    }
   });
 
   test('--print-config prints the hardened OCI config and runs nothing', async () => {

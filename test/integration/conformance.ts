@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
-import { stat } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { readFile, stat } from 'node:fs/promises';
+import { totalmem } from 'node:os';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isAirlockError } from '../../src/errors.js';
 import type { RunningJob, SandboxEngine } from '../../src/sandbox/engine.js';
 import type { RuntimeName } from '../../src/sandbox/job.js';
@@ -250,6 +253,44 @@ export function sandboxConformance(runtime: RuntimeName): void {
         engine.run({ runtime, command: ['true'], resources: { memoryBytes: 1024 } }),
         (error: unknown) => isAirlockError(error, 'INVALID_JOB'),
       );
+    });
+
+    test('refuses a job that asks for more than the host has', async () => {
+      await assert.rejects(
+        engine.run({ runtime, command: ['true'], resources: { memoryBytes: totalmem() + 1024 ** 3 } }),
+        (error: unknown) =>
+          isAirlockError(error, 'INVALID_JOB') && /more than this host has/.test(error.message),
+      );
+      const pidMax = Number(await readFile('/proc/sys/kernel/pid_max', 'utf8'));
+      await assert.rejects(
+        engine.run({ runtime, command: ['true'], resources: { pids: Math.min(65_536, pidMax) } }),
+        (error: unknown) => isAirlockError(error, 'INVALID_JOB') && /kernel.pid_max/.test(error.message),
+      );
+      // The disk is allocated up front: one larger than the host's free space is refused.
+      await assert.rejects(
+        engine.run({ runtime, command: ['true'], resources: { diskBytes: 16 * 1024 ** 4 } }),
+        (error: unknown) =>
+          isAirlockError(error, 'SANDBOX_SETUP_FAILED') && /less free disk/.test(error.message),
+      );
+    });
+
+    test("no other host user can read or write the job's workspace while it runs", async () => {
+      let running: RunningJob | undefined;
+      const out = outputCollector();
+      const pending = engine.run(
+        { runtime, command: ['sh', '-c', 'echo secret > /workspace/creds; echo ready; sleep 2'] },
+        { onOutput: out.onOutput, onStarted: (job) => (running = job) },
+      );
+      for (let i = 0; i < 100 && !out.stdout().includes('ready'); i += 1) await sleep(30);
+      assert.ok(running);
+      const disk = `${root}/jobs/${running.jobId}/disk`;
+      // As the host's nobody (UID 65534), through setpriv from util-linux.
+      const asNobody = (args: string[]): number =>
+        spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', ...args]).status ?? -1;
+      assert.notEqual(asNobody(['cat', `${disk}/work/creds`]), 0, 'nobody read the workspace');
+      assert.notEqual(asNobody(['touch', `${disk}/tmp/planted`]), 0, 'nobody wrote into /tmp');
+      assert.notEqual(asNobody(['ls', disk]), 0, 'nobody listed the disk');
+      assert.equal((await pending).exitCode, 0);
     });
   });
 }

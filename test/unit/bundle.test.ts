@@ -94,6 +94,9 @@ describe('buildOciSpec: process', () => {
     assert.deepEqual(limit('RLIMIT_CORE'), { type: 'RLIMIT_CORE', hard: 0, soft: 0 });
     assert.deepEqual(limit('RLIMIT_FSIZE'), { type: 'RLIMIT_FSIZE', hard: 64 * MiB, soft: 64 * MiB });
     assert.deepEqual(limit('RLIMIT_NPROC'), { type: 'RLIMIT_NPROC', hard: 100, soft: 100 });
+    // Charged to the host's root user too: bounded per job (decision 0005).
+    assert.deepEqual(limit('RLIMIT_SIGPENDING'), { type: 'RLIMIT_SIGPENDING', hard: 1024, soft: 1024 });
+    assert.deepEqual(limit('RLIMIT_MEMLOCK'), { type: 'RLIMIT_MEMLOCK', hard: 0, soft: 0 });
   });
 
   test('oomScoreAdj 1000: the job dies first under host memory pressure', () => {
