@@ -24,8 +24,8 @@ import { checkWorkspacePath, JOB_BOUNDS, type WorkspaceFile } from './job.js';
 import { readMountInfo } from './mountinfo.js';
 
 /**
- * The job's disk: a sparse file of the job's disk size, formatted ext4 and loop-mounted
- * on the host (nosuid, nodev) before the job starts. Its `work/` is bound at /workspace and
+ * The job's disk: a file of the job's disk size, allocated in full (fallocate), formatted
+ * ext4 and loop-mounted on the host (nosuid, nodev) before the job starts. Its `work/` is bound at /workspace and
  * its `tmp/` at /tmp, so the two together can never take more than the disk size from the
  * host, however the job writes (files, holes, inodes). After the run Airlock reads it from
  * the host side, never following a link out of it, then unmounts and deletes it.
