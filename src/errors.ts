@@ -75,6 +75,99 @@ export const ERROR_CATALOGUE = {
     retryable: true,
     summary: 'Something of a finished job (container, mount, cgroup, process) could not be removed.',
   },
+  INVALID_REQUEST: {
+    httpStatus: 400,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      'The HTTP request is malformed: not JSON, invalid UTF-8, too deep, a field out of bounds, an unknown field.',
+  },
+  PAYLOAD_TOO_LARGE: {
+    httpStatus: 413,
+    exitCode: 125,
+    retryable: false,
+    summary: 'The request body is larger than the server accepts (AIRLOCK_MAX_BODY); it was not read.',
+  },
+  UNAUTHENTICATED: {
+    httpStatus: 401,
+    exitCode: 125,
+    retryable: false,
+    summary: 'No token, or a token that is unknown, expired or revoked.',
+  },
+  FORBIDDEN: {
+    httpStatus: 403,
+    exitCode: 125,
+    retryable: false,
+    summary: 'The token is valid but its role may not do this (a viewer cancelling, say).',
+  },
+  NOT_FOUND: {
+    httpStatus: 404,
+    exitCode: 125,
+    retryable: false,
+    summary: 'No such job, token or route — or one outside the projects of the token.',
+  },
+  RATE_LIMITED: {
+    httpStatus: 429,
+    exitCode: 125,
+    retryable: true,
+    summary:
+      'Too many failed authentications from this source or for this token; retry after Retry-After seconds.',
+  },
+  QUEUE_FULL: {
+    httpStatus: 429,
+    exitCode: 125,
+    retryable: true,
+    summary: 'The project has as many queued jobs as it may (AIRLOCK_PROJECT_QUEUE_LIMIT); submit later.',
+  },
+  IDEMPOTENCY_KEY_REUSED: {
+    httpStatus: 409,
+    exitCode: 125,
+    retryable: false,
+    summary: 'The Idempotency-Key was used before for a different request body; use a new key.',
+  },
+  JOB_FINISHED: {
+    httpStatus: 409,
+    exitCode: 125,
+    retryable: false,
+    summary: 'The job has already finished, so it cannot be cancelled.',
+  },
+  LEASE_LOST: {
+    httpStatus: 409,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      'Worker protocol: the fencing token is stale (the lease expired and the job went elsewhere); the report is refused.',
+  },
+  SERVER_UNAVAILABLE: {
+    httpStatus: 503,
+    exitCode: 125,
+    retryable: true,
+    summary: 'The server is starting or shutting down and takes no new work now.',
+  },
+  SERVER_UNREACHABLE: {
+    httpStatus: 503,
+    exitCode: 125,
+    retryable: true,
+    summary: 'The client could not reach the server at its URL (AIRLOCK_URL or the client config file).',
+  },
+  SELFTEST_FAILED: {
+    httpStatus: 503,
+    exitCode: 125,
+    retryable: true,
+    summary: 'A selftest probe failed: the worker takes no jobs until a selftest passes again.',
+  },
+  AUDIT_FAILED: {
+    httpStatus: 500,
+    exitCode: 125,
+    retryable: true,
+    summary: 'The audit event of an action could not be written, so the action was not done (fail closed).',
+  },
+  STORE_FAILED: {
+    httpStatus: 500,
+    exitCode: 125,
+    retryable: true,
+    summary: 'The database refused or failed an operation; nothing of the request was applied.',
+  },
   INTERNAL: {
     httpStatus: 500,
     exitCode: 125,

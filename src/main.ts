@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { buildProgram, CommanderError } from './cli/program.js';
 import { loadConfig } from './config/config.js';
 import { AirlockError, describeError } from './errors.js';
@@ -44,7 +45,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         stderr,
         interrupted: interrupt.signal,
         version: packageVersion(),
-        openEngine: () =>
+        config,
+        cliEntry: fileURLToPath(new URL('./cli/bin.js', import.meta.url)),
+        openEngine: (options) =>
           SandboxEngine.open({
             root: config.sandbox.dir,
             idBase: config.sandbox.idBase,
@@ -52,8 +55,8 @@ export async function main(argv: readonly string[]): Promise<number> {
             killGraceMs: config.sandbox.killGraceMs,
             runtimePaths: config.sandbox.runtimePaths,
             seccomp: loadSeccompProfile(config.sandbox.seccompProfile),
-            // One job per process: no disk prepared ahead.
-            preparedSlots: 0,
+            // One-shot commands prepare no disk ahead; a worker asks for its concurrency.
+            preparedSlots: options?.preparedSlots ?? 0,
           }),
       },
       (result) => {

@@ -1,8 +1,11 @@
 import { Command, CommanderError, Option } from 'commander';
 import { RUNTIME_NAMES } from '../sandbox/job.js';
+import { registerClientCommands } from './client-commands.js';
 import type { CliContext, CommandResult } from './io.js';
 import { type SandboxCommandOptions, sandboxCommand } from './sandbox-command.js';
 import { type SelftestCommandOptions, selftestCommand } from './selftest-command.js';
+import { registerServerCommands } from './server-commands.js';
+import { registerWorkerCommand } from './worker-command.js';
 
 /** The `airlock` command line: commands, options and help texts. Parsing only; work is in the *-command modules. */
 
@@ -58,6 +61,10 @@ export function buildProgram(context: CliContext, setResult: (code: CommandResul
     .action(async (options: SelftestCommandOptions) => {
       setResult(await selftestCommand(context, options));
     });
+
+  registerServerCommands(program, context, setResult);
+  registerWorkerCommand(program, context, setResult);
+  registerClientCommands(program, context, setResult);
 
   return program;
 }

@@ -1,7 +1,8 @@
-import { isAbsolute } from 'node:path';
+import { homedir } from 'node:os';
+import { isAbsolute, join } from 'node:path';
 import { AirlockError } from '../errors.js';
 import type { RuntimeName } from '../sandbox/job.js';
-import { DURATION_FORMS, parseDuration } from './units.js';
+import { DURATION_FORMS, parseDuration, parseSize } from './units.js';
 
 /**
  * Airlock's one configuration, read from AIRLOCK_* environment variables and validated at
@@ -19,7 +20,29 @@ export interface AirlockConfig {
     readonly runtimePaths: Partial<Record<RuntimeName, string>>;
     readonly seccompProfile: string | undefined;
   };
+  readonly server: {
+    /** Holds the database (airlock.db) and the first-start files. */
+    readonly dataDir: string;
+    readonly host: string;
+    readonly port: number;
+    readonly leaseTtlMs: number;
+    readonly maxAttempts: number;
+    readonly projectQueueLimit: number;
+    readonly bodyLimitBytes: number;
+    readonly logLevel: LogLevel;
+  };
+  readonly client: {
+    /** From AIRLOCK_URL; undefined = take it from the client config file. */
+    readonly url: string | undefined;
+    /** From AIRLOCK_TOKEN; undefined = take it from the client config file. */
+    readonly token: string | undefined;
+    /** The client config file (AIRLOCK_CLIENT_CONFIG or ~/.config/airlock/client.json). */
+    readonly configFile: string;
+  };
 }
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 interface Setting {
   readonly summary: string;
@@ -61,6 +84,51 @@ export const SETTINGS = {
     summary:
       'Path of an OCI seccomp profile to use instead of the one shipped (src/sandbox/seccomp/profile.json).',
     defaultValue: 'the shipped profile',
+  },
+  AIRLOCK_DATA_DIR: {
+    summary:
+      'Data directory of the server: the SQLite database airlock.db (jobs, tokens, audit trail) and the worker token of `airlock up`.',
+    defaultValue: '/var/lib/airlock/data',
+  },
+  AIRLOCK_LISTEN: {
+    summary:
+      'Address and port the server listens on, HOST:PORT. Plain HTTP: keep it on loopback, or put a TLS proxy in front (docs/operations.md).',
+    defaultValue: '127.0.0.1:7340',
+  },
+  AIRLOCK_LEASE_TTL: {
+    summary:
+      'How long a worker’s lease on a job lasts without a heartbeat; then the job is requeued (or failed when its attempts are used up).',
+    defaultValue: '30s',
+  },
+  AIRLOCK_JOB_ATTEMPTS: {
+    summary: 'How many times a job is leased to a worker before a lost lease fails it.',
+    defaultValue: '3',
+  },
+  AIRLOCK_PROJECT_QUEUE_LIMIT: {
+    summary: 'Most jobs one project may have queued at once; more submissions are refused with QUEUE_FULL.',
+    defaultValue: '1000',
+  },
+  AIRLOCK_MAX_BODY: {
+    summary:
+      'Largest request body the server reads (a job spec with its inputs); larger is refused with 413.',
+    defaultValue: '4M',
+  },
+  AIRLOCK_LOG_LEVEL: {
+    summary: 'Server and worker log level: fatal, error, warn, info, debug, trace or silent.',
+    defaultValue: 'info',
+  },
+  AIRLOCK_URL: {
+    summary: 'Client: URL of the server (overrides the client config file).',
+    defaultValue: 'the url in the client config file',
+  },
+  AIRLOCK_TOKEN: {
+    summary: 'Client and worker: the API token (overrides the client config file). Never logged.',
+    defaultValue: 'the token in the client config file',
+  },
+  AIRLOCK_CLIENT_CONFIG: {
+    summary:
+      'Client config file with {"url", "token"}, mode 0600 (a file others can read is refused). `airlock up` writes it.',
+    defaultValue: '$XDG_CONFIG_HOME/airlock/client.json, else ~/.config/airlock/client.json',
   },
 } as const satisfies Record<string, Setting>;
 
@@ -132,6 +200,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AirlockConfig 
   if (runsc !== undefined) runtimePaths.gvisor = absolutePath('AIRLOCK_RUNSC', runsc);
   const profile = get('AIRLOCK_SECCOMP_PROFILE');
   return {
+    server: serverSettings(get),
+    client: clientSettings(get, env),
     sandbox: {
       dir,
       idBase,
@@ -140,5 +210,77 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AirlockConfig 
       runtimePaths,
       seccompProfile: profile === undefined ? undefined : absolutePath('AIRLOCK_SECCOMP_PROFILE', profile),
     },
+  };
+}
+
+type Getter = (name: SettingName) => string | undefined;
+
+function duration(name: SettingName, text: string, minMs: number, maxMs: number): number {
+  const value = parseDuration(text);
+  if (value === null || value < minMs || value > maxMs)
+    invalid(name, `must be ${DURATION_FORMS}, between ${minMs} ms and ${maxMs} ms, got "${text}"`);
+  return value;
+}
+
+/** HOST:PORT or [IPv6]:PORT; port 0 picks a free port (tests). */
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(text);
+  const host = match?.[1] ?? match?.[2];
+  const port = Number(match?.[3]);
+  if (match === null || host === undefined || !Number.isInteger(port) || port > 65_535)
+    invalid('AIRLOCK_LISTEN', `must be HOST:PORT or [IPv6]:PORT, got "${text}"`);
+  return { host, port };
+}
+
+function serverSettings(get: Getter): AirlockConfig['server'] {
+  const bodyText = get('AIRLOCK_MAX_BODY') ?? '4M';
+  const bodyLimitBytes = parseSize(bodyText);
+  if (bodyLimitBytes === null || bodyLimitBytes < 64 * 1024 || bodyLimitBytes > 256 * 1024 * 1024)
+    invalid('AIRLOCK_MAX_BODY', `must be a size between 64K and 256M, got "${bodyText}"`);
+  const level = get('AIRLOCK_LOG_LEVEL') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(level))
+    invalid('AIRLOCK_LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
+  return {
+    dataDir: absolutePath(
+      'AIRLOCK_DATA_DIR',
+      get('AIRLOCK_DATA_DIR') ?? SETTINGS.AIRLOCK_DATA_DIR.defaultValue,
+    ),
+    ...parseListen(get('AIRLOCK_LISTEN') ?? SETTINGS.AIRLOCK_LISTEN.defaultValue),
+    leaseTtlMs: duration('AIRLOCK_LEASE_TTL', get('AIRLOCK_LEASE_TTL') ?? '30s', 1000, 3_600_000),
+    maxAttempts: integer('AIRLOCK_JOB_ATTEMPTS', get('AIRLOCK_JOB_ATTEMPTS') ?? '3', 1, 100),
+    projectQueueLimit: integer(
+      'AIRLOCK_PROJECT_QUEUE_LIMIT',
+      get('AIRLOCK_PROJECT_QUEUE_LIMIT') ?? '1000',
+      1,
+      10_000_000,
+    ),
+    bodyLimitBytes,
+    logLevel: level as LogLevel,
+  };
+}
+
+function clientSettings(get: Getter, env: NodeJS.ProcessEnv): AirlockConfig['client'] {
+  const url = get('AIRLOCK_URL');
+  if (url !== undefined) {
+    let parsed: URL | undefined;
+    try {
+      parsed = new URL(url);
+    } catch {
+      parsed = undefined;
+    }
+    if (parsed === undefined || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:'))
+      invalid('AIRLOCK_URL', `must be an http:// or https:// URL, got "${url}"`);
+  }
+  const configured = get('AIRLOCK_CLIENT_CONFIG');
+  const home = env.HOME === undefined || env.HOME === '' ? homedir() : env.HOME;
+  const xdg = env.XDG_CONFIG_HOME;
+  const base = xdg !== undefined && isAbsolute(xdg) ? xdg : join(home, '.config');
+  return {
+    url,
+    token: get('AIRLOCK_TOKEN'),
+    configFile:
+      configured === undefined
+        ? join(base, 'airlock', 'client.json')
+        : absolutePath('AIRLOCK_CLIENT_CONFIG', configured),
   };
 }

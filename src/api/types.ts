@@ -1,0 +1,240 @@
+/**
+ * The wire contract of the HTTP API (/v1) and of the worker protocol: the JSON shapes that
+ * cross the network. Types only — no runtime code — so that the CLI client and the worker
+ * import them (`import type`) without pulling in Fastify. The schemas in src/api/schemas.ts
+ * validate exactly these shapes; docs/api.md describes them.
+ */
+
+/** Job spec v1 (DESIGN §6), as submitted. Unknown fields are refused. */
+export interface JobSpecV1 {
+  version: 1;
+  /** Lower-case name, 1–64 chars of [a-z0-9._-], starting with a letter or digit. */
+  project: string;
+  /** Same form as project; default "dev". */
+  environment?: string;
+  /** Default "runc". */
+  runtime?: 'runc' | 'crun' | 'gvisor';
+  /** Only "host" for now (the worker's /usr, read-only). Default "host". */
+  image?: 'host';
+  command: string[];
+  env?: Record<string, string>;
+  resources?: {
+    cpus?: number;
+    memoryMiB?: number;
+    pids?: number;
+    timeoutSeconds?: number;
+    diskMiB?: number;
+    outputKiB?: number;
+  };
+  /** Only "none" for now. Default "none". */
+  network?: 'none';
+  /** Files placed in the workspace before the run. Exactly one of content / contentBase64. */
+  inputs?: Array<{ path: string; content?: string; contentBase64?: string; mode?: number }>;
+  /** Workspace-relative glob patterns; the worker reports the matching files' SHA-256 digests. */
+  outputs?: string[];
+}
+
+export const JOB_STATES = [
+  'queued',
+  'leased',
+  'running',
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'killed',
+] as const;
+export type JobState = (typeof JOB_STATES)[number];
+export const TERMINAL_STATES: readonly JobState[] = [
+  'succeeded',
+  'failed',
+  'timed_out',
+  'cancelled',
+  'killed',
+];
+
+/** What a worker reports about a sandbox run (the sandbox engine's result, minus its local job id). */
+export interface JobRunResult {
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  oomKilled: boolean;
+  cancelled: boolean;
+  wallMs: number;
+  cpuMs: number;
+  peakMemoryBytes: number;
+  outputBytes: number;
+  outputTruncated: boolean;
+  runtime: 'runc' | 'crun' | 'gvisor';
+  startFailure: { kind: 'command-not-found' | 'not-executable'; message: string } | null;
+  /** Files matched by spec.outputs, with their SHA-256 (hex) and size. */
+  outputs: Array<{ path: string; sha256: string; size: number }>;
+}
+
+/** A job as the API returns it. */
+export interface JobRecord {
+  /** "job_" + 26 lower-case base32 characters. */
+  id: string;
+  project: string;
+  environment: string;
+  state: JobState;
+  spec: JobSpecV1;
+  /** Principal name of the submitting token. */
+  submittedBy: string;
+  /** ISO 8601 UTC timestamps. */
+  createdAt: string;
+  updatedAt: string;
+  startedAt: string | null;
+  finishedAt: string | null;
+  /** Attempts started so far (a lease counts as an attempt) and the most allowed. */
+  attempts: number;
+  maxAttempts: number;
+  /** Name of the worker holding or last holding the job. */
+  worker: string | null;
+  cancelRequested: boolean;
+  result: JobRunResult | null;
+  /** Why the job failed, was cancelled or requeued, in words (null when it succeeded). */
+  reason: string | null;
+  /**
+   * The exit code `airlock run` exits with (DESIGN §6), set once the job is terminal: the
+   * job's own code; 124 timed out; 125 Airlock failure; 126/127; 128+N signal; 137 memory.
+   */
+  exitStatus: number | null;
+}
+
+export interface JobList {
+  jobs: JobRecord[];
+  /** Pass as ?cursor= to get the next page; null on the last page. */
+  nextCursor: string | null;
+}
+
+/**
+ * GET /v1/jobs/:id/logs is application/x-ndjson: one LogLine per line, in seq order, then
+ * (once the job is terminal, or at once without ?follow=true) one LogEnd line.
+ */
+export interface LogLine {
+  seq: number;
+  stream: 'stdout' | 'stderr';
+  /** The bytes, base64. */
+  data: string;
+}
+export interface LogEnd {
+  end: { state: JobState; terminal: boolean; exitStatus: number | null };
+}
+
+export type TokenRole = 'admin' | 'submitter' | 'viewer' | 'worker';
+export const TOKEN_ROLES: readonly TokenRole[] = ['admin', 'submitter', 'viewer', 'worker'];
+
+export interface TokenInfo {
+  /** "tok_" + 16 hex characters; not secret. */
+  id: string;
+  principal: string;
+  role: TokenRole;
+  /** Projects the token may act on; ["*"] = all. */
+  projects: string[];
+  createdAt: string;
+  createdBy: string;
+  expiresAt: string | null;
+  revokedAt: string | null;
+}
+
+/** POST /v1/tokens body. */
+export interface TokenCreateRequest {
+  principal: string;
+  role: TokenRole;
+  projects: string[];
+  /** Lifetime in seconds; omitted = does not expire. */
+  expiresInSeconds?: number;
+}
+/** POST /v1/tokens answer: the secret is shown this once and never again. */
+export interface TokenCreated {
+  token: TokenInfo;
+  secret: string;
+}
+
+export interface WhoAmI {
+  tokenId: string;
+  principal: string;
+  role: TokenRole;
+  projects: string[];
+}
+
+export interface AuditEvent {
+  seq: number;
+  at: string;
+  /** Principal name, "anonymous", or "system". */
+  actor: string;
+  /** e.g. "job.submit", "job.state", "auth.failed", "token.create". */
+  action: string;
+  /** What it acted on: "job:job_…", "token:tok_…", "" when nothing. */
+  target: string;
+  outcome: 'succeeded' | 'denied' | 'failed';
+  reason: string;
+  /** Source address of the request, "" for internal events. */
+  source: string;
+  details: Record<string, unknown>;
+  prevHash: string;
+  hash: string;
+}
+export interface AuditPage {
+  events: AuditEvent[];
+  /** Pass as ?after= for the next page; null when there is none. */
+  nextAfter: number | null;
+}
+export interface AuditVerification {
+  ok: boolean;
+  entries: number;
+  /** The first entry that does not verify, and why. */
+  firstBad: { seq: number; reason: string } | null;
+  head: { seq: number; hash: string } | null;
+}
+
+// ---- worker protocol (role "worker" only) ----
+
+/** POST /v1/worker/claim body. Answer: 200 ClaimedJob, or 204 when nothing came within waitMs. */
+export interface ClaimRequest {
+  /** Worker name (host name and process, say), 1–128 chars. */
+  worker: string;
+  /** Runtimes available on this worker: it is given only jobs it can run. */
+  runtimes: Array<'runc' | 'crun' | 'gvisor'>;
+  /** Long-poll: wait up to this long for a job (0–30000). */
+  waitMs: number;
+}
+export interface ClaimedJob {
+  jobId: string;
+  /** The fencing token: every later call about this job carries it; a stale one is refused (409 LEASE_LOST). */
+  fence: number;
+  attempt: number;
+  leaseTtlMs: number;
+  leaseExpiresAt: string;
+  spec: JobSpecV1;
+}
+/** Body of start, heartbeat and release. */
+export interface FencedRequest {
+  fence: number;
+  /** release only: why the job is given back. */
+  reason?: string;
+}
+/** Answer of start, heartbeat and logs. */
+export interface LeaseStatus {
+  leaseExpiresAt: string;
+  /** The job was cancelled: stop it and report outcome "completed" with result.cancelled. */
+  cancel: boolean;
+}
+/** POST /v1/worker/jobs/:id/logs body: chunks with consecutive seq numbers starting at the next expected. */
+export interface LogChunks {
+  fence: number;
+  chunks: LogLine[];
+}
+/** POST /v1/worker/jobs/:id/result body. */
+export interface ResultReport {
+  fence: number;
+  /** completed: the sandbox ran (whatever the exit); error: Airlock could not run it. */
+  outcome: 'completed' | 'error';
+  result: JobRunResult | null;
+  error: { code: string; message: string } | null;
+}
+
+export interface ErrorBody {
+  error: { code: string; message: string };
+}
