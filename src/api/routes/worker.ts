@@ -1,0 +1,116 @@
+import type { Static } from '@sinclair/typebox';
+import type { FastifyPluginAsync } from 'fastify';
+import type { ApiDeps } from '../app.js';
+import {
+  ClaimedJobSchema,
+  ClaimSchema,
+  FencedSchema,
+  JobIdParams,
+  LeaseStatusSchema,
+  LogChunksSchema,
+  ResultReportSchema,
+  StateSchema,
+} from '../schemas.js';
+import type { ClaimRequest, LogChunks, ResultReport } from '../types.js';
+import { errorResponses, principalOf } from './principal.js';
+
+/** The worker protocol (worker tokens only): claim, start, heartbeat, logs, result, release. */
+export function workerRoutes(deps: ApiDeps): FastifyPluginAsync {
+  return async (app) => {
+    app.post(
+      '/claim',
+      {
+        schema: {
+          summary: 'Long poll for a job: 200 with a leased job, or 204 after waitMs',
+          body: ClaimSchema,
+          response: {
+            200: ClaimedJobSchema,
+            204: { type: 'null', description: 'no job within waitMs' },
+            ...errorResponses,
+          },
+        },
+      },
+      async (request, reply) => {
+        const gone = new AbortController();
+        request.raw.socket.once('close', () => gone.abort());
+        const claimed = await deps.queue.claim(
+          principalOf(request),
+          request.body as ClaimRequest,
+          AbortSignal.any([gone.signal, deps.closing]),
+        );
+        if (claimed === null) return reply.status(204).send();
+        return claimed;
+      },
+    );
+    const id = (request: { params: unknown }): string => (request.params as Static<typeof JobIdParams>).id;
+    const fenced = {
+      params: JobIdParams,
+      body: FencedSchema,
+      response: { 200: LeaseStatusSchema, ...errorResponses },
+    };
+    app.post(
+      '/jobs/:id/start',
+      { schema: { summary: 'The job started running', ...fenced } },
+      async (request) =>
+        deps.queue.start(
+          principalOf(request),
+          id(request),
+          (request.body as Static<typeof FencedSchema>).fence,
+        ),
+    );
+    app.post('/jobs/:id/heartbeat', { schema: { summary: 'Renew the lease', ...fenced } }, async (request) =>
+      deps.queue.heartbeat(
+        principalOf(request),
+        id(request),
+        (request.body as Static<typeof FencedSchema>).fence,
+      ),
+    );
+    app.post(
+      '/jobs/:id/logs',
+      {
+        schema: {
+          summary: 'Append log chunks (seq 1, 2, … per attempt)',
+          params: JobIdParams,
+          body: LogChunksSchema,
+          response: { 200: LeaseStatusSchema, ...errorResponses },
+        },
+      },
+      async (request) => {
+        const body = request.body as LogChunks;
+        return deps.queue.appendLogs(principalOf(request), id(request), body.fence, body.chunks);
+      },
+    );
+    app.post(
+      '/jobs/:id/result',
+      {
+        schema: {
+          summary: 'Report the end of the job',
+          params: JobIdParams,
+          body: ResultReportSchema,
+          response: { 200: StateSchema, ...errorResponses },
+        },
+      },
+      async (request) => deps.queue.report(principalOf(request), id(request), request.body as ResultReport),
+    );
+    app.post(
+      '/jobs/:id/release',
+      {
+        schema: {
+          summary: 'Give the job back (the worker stops)',
+          params: JobIdParams,
+          body: FencedSchema,
+          response: { 200: StateSchema, ...errorResponses },
+        },
+      },
+      async (request) => {
+        const body = request.body as Static<typeof FencedSchema>;
+        return deps.queue.release(
+          principalOf(request),
+          id(request),
+          body.fence,
+          body.reason ?? 'no reason given',
+        );
+      },
+    );
+  };
+}

@@ -1,0 +1,90 @@
+import { type AuditLog, markAudited } from '../audit/audit-log.js';
+import { AirlockError } from '../errors.js';
+import type { Store } from '../store/store.js';
+import type { Principal } from './principal.js';
+import type { FailureLimiter } from './rate-limit.js';
+import { parseToken, secretMatches } from './tokens.js';
+
+/**
+ * Bearer-token authentication. Fails closed: no header, a malformed token, an unknown id, a
+ * wrong secret, an expired or revoked token — all UNAUTHENTICATED with the same message, so
+ * the answer does not tell which part was wrong (the audit event does). Failures count
+ * against the source address and the token id; past the limit both are refused with
+ * RATE_LIMITED (429, Retry-After) before any lookup, even for a correct token.
+ */
+
+export interface AuthenticatorOptions {
+  readonly store: Store;
+  readonly audit: AuditLog;
+  readonly limiter: FailureLimiter;
+  readonly now?: () => number;
+}
+
+export interface RateLimitedError extends AirlockError {
+  readonly retryAfterSeconds: number;
+}
+
+const REFUSAL = 'missing, unknown, expired or revoked API token';
+
+export class Authenticator {
+  readonly #o: AuthenticatorOptions;
+  readonly #now: () => number;
+
+  constructor(options: AuthenticatorOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  async authenticate(authorization: string | undefined, source: string): Promise<Principal> {
+    const presented = /^Bearer ([\x21-\x7e]{1,256})$/.exec(authorization ?? '')?.[1];
+    const parsed = presented === undefined ? null : parseToken(presented);
+    const keys = [`source:${source}`, ...(parsed !== null ? [`token:${parsed.id}`] : [])];
+    for (const key of keys) {
+      const retryAfter = this.#o.limiter.retryAfter(key);
+      if (retryAfter > 0) {
+        if (this.#o.limiter.firstRefusal(key)) {
+          await this.#record(
+            'auth.rate_limited',
+            parsed?.id ?? '',
+            source,
+            `too many failed authentications (${key})`,
+          );
+        }
+        const error = new AirlockError(
+          'RATE_LIMITED',
+          `too many failed authentications; try again in ${retryAfter} s`,
+        ) as AirlockError & { retryAfterSeconds: number };
+        error.retryAfterSeconds = retryAfter;
+        throw markAudited(error);
+      }
+    }
+    const fail = async (why: string): Promise<never> => {
+      for (const key of keys) this.#o.limiter.fail(key);
+      await this.#record('auth.failed', parsed === null ? '' : `token:${parsed.id}`, source, why);
+      throw markAudited(new AirlockError('UNAUTHENTICATED', REFUSAL));
+    };
+    if (authorization === undefined) return fail('no Authorization header');
+    if (parsed === null) return fail('malformed bearer token');
+    const row = await this.#o.store.read(async (tx) => tx.tokens.get(parsed.id));
+    // The secret is compared even for an unknown id, so timing does not tell ids apart.
+    const matches = secretMatches(parsed.secret, row?.hash ?? '0'.repeat(64));
+    if (row === null) return fail('unknown token id');
+    if (!matches) return fail('wrong secret for the token id');
+    if (row.revokedAt !== null) return fail('revoked token');
+    if (row.expiresAt !== null && row.expiresAt <= this.#now()) return fail('expired token');
+    return { tokenId: row.id, name: row.principal, role: row.role, projects: row.projects, source };
+  }
+
+  async #record(action: string, target: string, source: string, reason: string): Promise<void> {
+    await this.#o.store.transaction(async (tx) => {
+      await this.#o.audit.append(tx, {
+        actor: 'anonymous',
+        action,
+        target,
+        outcome: 'denied',
+        reason,
+        source,
+      });
+    });
+  }
+}

@@ -1,0 +1,61 @@
+import type { TokenRole } from '../api/types.js';
+import { AirlockError } from '../errors.js';
+
+/**
+ * Who is asking, and what each role may do. Authorization is decided here, once, for every
+ * action; a later issue puts Cedar policy in front of it.
+ *
+ * - admin: everything.
+ * - submitter: submit, read, cancel and read logs — in its projects only.
+ * - viewer: read jobs and logs in its projects.
+ * - worker: only the worker protocol (claim, report); nothing of the client API.
+ * A job in a project outside the token's scope is answered 404, as if it did not exist, so
+ * a token cannot probe which job ids exist in other projects.
+ */
+
+export interface Principal {
+  readonly tokenId: string;
+  readonly name: string;
+  readonly role: TokenRole;
+  /** ["*"] = every project. */
+  readonly projects: readonly string[];
+  /** Source address of the request (audit). */
+  readonly source: string;
+}
+
+export type Action =
+  | 'job.submit'
+  | 'job.read'
+  | 'job.cancel'
+  | 'job.logs'
+  | 'token.manage'
+  | 'audit.read'
+  | 'worker.protocol';
+
+const ROLE_ACTIONS: Readonly<Record<TokenRole, readonly Action[]>> = {
+  admin: ['job.submit', 'job.read', 'job.cancel', 'job.logs', 'token.manage', 'audit.read'],
+  submitter: ['job.submit', 'job.read', 'job.cancel', 'job.logs'],
+  viewer: ['job.read', 'job.logs'],
+  worker: ['worker.protocol'],
+};
+
+export function mayDo(principal: Principal, action: Action): boolean {
+  return ROLE_ACTIONS[principal.role].includes(action);
+}
+
+export function inScope(principal: Principal, project: string): boolean {
+  return (
+    principal.role === 'admin' || principal.projects.includes('*') || principal.projects.includes(project)
+  );
+}
+
+/** The projects a principal may see, or undefined for all. */
+export function visibleProjects(principal: Principal): readonly string[] | undefined {
+  if (principal.role === 'admin' || principal.projects.includes('*')) return undefined;
+  return principal.projects;
+}
+
+export function requireAction(principal: Principal, action: Action): void {
+  if (!mayDo(principal, action))
+    throw new AirlockError('FORBIDDEN', `a ${principal.role} token may not do ${action}`);
+}

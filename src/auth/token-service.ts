@@ -1,0 +1,137 @@
+import type { TokenCreated, TokenCreateRequest, TokenInfo } from '../api/types.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import { AirlockError } from '../errors.js';
+import type { Store, TokenRow } from '../store/store.js';
+import { type Principal, requireAction } from './principal.js';
+import { issueToken } from './tokens.js';
+
+/** Creating, listing and revoking API tokens (admin only), each audited with the change. */
+
+export function tokenInfo(row: TokenRow): TokenInfo {
+  const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
+  return {
+    id: row.id,
+    principal: row.principal,
+    role: row.role,
+    projects: row.projects,
+    createdAt: new Date(row.createdAt).toISOString(),
+    createdBy: row.createdBy,
+    expiresAt: iso(row.expiresAt),
+    revokedAt: iso(row.revokedAt),
+  };
+}
+
+export class TokenService {
+  readonly #store: Store;
+  readonly #audit: AuditLog;
+  readonly #now: () => number;
+
+  constructor(options: { store: Store; audit: AuditLog; now?: () => number }) {
+    this.#store = options.store;
+    this.#audit = options.audit;
+    this.#now = options.now ?? Date.now;
+  }
+
+  async create(who: Principal, request: TokenCreateRequest): Promise<TokenCreated> {
+    requireAction(who, 'token.manage');
+    if (request.role === 'submitter' && request.projects.includes('*') && request.projects.length > 1)
+      throw new AirlockError('INVALID_REQUEST', 'projects: "*" stands alone');
+    return this.#store.transaction(async (tx) => {
+      const now = this.#now();
+      const issued = issueToken({
+        principal: request.principal,
+        role: request.role,
+        projects: request.projects,
+        createdBy: who.name,
+        now,
+        expiresAt: request.expiresInSeconds === undefined ? null : now + request.expiresInSeconds * 1000,
+      });
+      await tx.tokens.insert(issued.row);
+      await this.#audit.append(tx, {
+        actor: who.name,
+        action: 'token.create',
+        target: `token:${issued.row.id}`,
+        outcome: 'succeeded',
+        source: who.source,
+        details: {
+          principal: issued.row.principal,
+          role: issued.row.role,
+          projects: issued.row.projects,
+          expiresAt: issued.row.expiresAt,
+        },
+      });
+      return { token: tokenInfo(issued.row), secret: issued.token };
+    });
+  }
+
+  async list(who: Principal): Promise<TokenInfo[]> {
+    requireAction(who, 'token.manage');
+    return this.#store.transaction(async (tx) => {
+      const rows = await tx.tokens.list();
+      await this.#audit.append(tx, {
+        actor: who.name,
+        action: 'token.list',
+        outcome: 'succeeded',
+        source: who.source,
+      });
+      return rows.map(tokenInfo);
+    });
+  }
+
+  async revoke(who: Principal, id: string): Promise<TokenInfo> {
+    requireAction(who, 'token.manage');
+    return this.#store.transaction(async (tx) => {
+      const row = await tx.tokens.get(id);
+      if (row === null) throw new AirlockError('NOT_FOUND', `no token ${id}`);
+      if (row.revokedAt === null) {
+        row.revokedAt = this.#now();
+        await tx.tokens.revoke(id, row.revokedAt);
+      }
+      await this.#audit.append(tx, {
+        actor: who.name,
+        action: 'token.revoke',
+        target: `token:${id}`,
+        outcome: 'succeeded',
+        source: who.source,
+        details: { principal: row.principal, role: row.role },
+      });
+      return tokenInfo(row);
+    });
+  }
+
+  /**
+   * First start: when no token exists at all, creates the admin token (and, for `airlock
+   * up`, a worker token) and returns their secrets once. Audited as the system's act.
+   */
+  async bootstrap(extra: { worker: boolean }): Promise<{ admin: string; worker: string | null } | null> {
+    return this.#store.transaction(async (tx) => {
+      if ((await tx.tokens.count()) > 0) return null;
+      const now = this.#now();
+      const made: string[] = [];
+      const issue = async (principal: string, role: 'admin' | 'worker'): Promise<string> => {
+        const issued = issueToken({
+          principal,
+          role,
+          projects: ['*'],
+          createdBy: 'system',
+          now,
+          expiresAt: null,
+        });
+        await tx.tokens.insert(issued.row);
+        made.push(issued.row.id);
+        await this.#audit.append(tx, {
+          actor: 'system',
+          action: 'token.create',
+          target: `token:${issued.row.id}`,
+          outcome: 'succeeded',
+          reason: 'first start: no token existed',
+          details: { principal, role, projects: ['*'] },
+        });
+        return issued.token;
+      };
+      const admin = await issue('admin', 'admin');
+      const worker = extra.worker ? await issue('local-worker', 'worker') : null;
+      return { admin, worker };
+    });
+  }
+}

@@ -1,0 +1,153 @@
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { buildApi } from './api/app.js';
+import { HashChainAuditLog } from './audit/audit-log.js';
+import { Authenticator } from './auth/authenticator.js';
+import type { Principal } from './auth/principal.js';
+import { FailureLimiter } from './auth/rate-limit.js';
+import { TokenService } from './auth/token-service.js';
+import type { AirlockConfig } from './config/config.js';
+import { AirlockError, describeError } from './errors.js';
+import { JobEvents } from './jobs/events.js';
+import { JobQueue } from './jobs/queue.js';
+import { JobService } from './jobs/service.js';
+import type { Logger } from './log.js';
+import { SqliteStore } from './store/sqlite/sqlite-store.js';
+
+/**
+ * Wiring of the control plane (the server process): store, audit log, authentication, job
+ * service and queue, the HTTP API, and the lease-expiry timer. Called by `airlock server`
+ * and `airlock up`; the CLI's own composition root is src/main.ts. Nothing here runs at
+ * import time.
+ */
+
+export interface ControlPlaneOptions {
+  readonly config: AirlockConfig['server'];
+  readonly logger: Logger;
+  readonly version: string;
+  /** Create a worker token too on first start (`airlock up`). */
+  readonly bootstrapWorker?: boolean;
+}
+
+export interface ControlPlane {
+  /** http://host:port actually bound (port 0 → the chosen one). */
+  readonly url: string;
+  readonly app: FastifyInstance;
+  readonly store: SqliteStore;
+  /** Secrets made on the first start (null on later starts): shown once, never logged. */
+  readonly firstStart: { admin: string; worker: string | null } | null;
+  /** Issues a token as the system (used by `airlock up` for its local worker). */
+  issueSystemToken(principal: string, role: 'worker'): Promise<string>;
+  /** Graceful stop: refuse new requests, end long polls and log streams, finish in-flight requests, close the database. */
+  close(): Promise<void>;
+}
+
+export const DATABASE_FILE = 'airlock.db';
+
+const SYSTEM: Principal = { tokenId: 'system', name: 'system', role: 'admin', projects: ['*'], source: '' };
+const EXPIRY_INTERVAL_MS = 1000;
+
+export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
+  const { config, logger } = options;
+  const store = SqliteStore.open({ path: join(config.dataDir, DATABASE_FILE) });
+  const audit = new HashChainAuditLog();
+  const events = new JobEvents();
+  const closing = new AbortController();
+  const limiter = new FailureLimiter({ maxFailures: 10, windowMs: 60_000, maxKeys: 10_000 });
+  const tokens = new TokenService({ store, audit });
+  const jobs = new JobService({
+    store,
+    audit,
+    events,
+    maxAttempts: config.maxAttempts,
+    projectQueueLimit: config.projectQueueLimit,
+  });
+  const queue = new JobQueue({ store, audit, events, leaseTtlMs: config.leaseTtlMs });
+  let app: FastifyInstance;
+  try {
+    const firstStart = await tokens.bootstrap({ worker: options.bootstrapWorker === true });
+    app = await buildApi({
+      store,
+      audit,
+      authenticator: new Authenticator({ store, audit, limiter }),
+      jobs,
+      queue,
+      tokens,
+      events,
+      logger,
+      bodyLimitBytes: config.bodyLimitBytes,
+      version: options.version,
+      closing: closing.signal,
+    });
+    await app.listen({ host: config.host, port: config.port });
+    const address = app.server.address();
+    const port = typeof address === 'object' && address !== null ? address.port : config.port;
+    const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+    await store.transaction(async (tx) => {
+      await audit.append(tx, {
+        actor: 'system',
+        action: 'server.start',
+        outcome: 'succeeded',
+        details: { version: options.version, listen: `${host}:${port}` },
+      });
+    });
+
+    // Lost leases: a worker that stopped heartbeating gives its jobs back to the queue.
+    let expiring = false;
+    const expiry = setInterval(() => {
+      if (expiring) return;
+      expiring = true;
+      queue
+        .expireLeases(SYSTEM)
+        .then((count) => {
+          if (count > 0) logger.warn({ count }, 'requeued or failed jobs whose lease expired');
+        })
+        .catch((error: unknown) => logger.error({ err: error }, 'lease expiry failed'))
+        .finally(() => {
+          expiring = false;
+        });
+    }, EXPIRY_INTERVAL_MS);
+    expiry.unref();
+
+    let closed: Promise<void> | undefined;
+    return {
+      url: `http://${host}:${port}`,
+      app,
+      store,
+      firstStart,
+      issueSystemToken: async (principal, role) =>
+        (await tokens.create(SYSTEM, { principal, role, projects: ['*'] })).secret,
+      close: () => {
+        closed ??= (async () => {
+          clearInterval(expiry);
+          closing.abort();
+          try {
+            await app.close();
+          } finally {
+            await store
+              .transaction(async (tx) => {
+                await audit.append(tx, { actor: 'system', action: 'server.stop', outcome: 'succeeded' });
+              })
+              .catch((error: unknown) => logger.error({ err: error }, 'the server.stop audit event failed'));
+            await store.close();
+          }
+        })();
+        return closed;
+      },
+    };
+  } catch (error) {
+    closing.abort();
+    await store.close().catch(() => undefined);
+    if (error instanceof AirlockError) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL')
+      throw new AirlockError(
+        'INVALID_CONFIG',
+        `cannot listen on ${config.host}:${config.port}: ${describeError(error)} (AIRLOCK_LISTEN)`,
+        {
+          cause: error,
+        },
+      );
+    throw error;
+  }
+}

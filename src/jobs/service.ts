@@ -1,0 +1,303 @@
+import { createHash } from 'node:crypto';
+import type { JobList, JobRecord, JobSpecV1, JobState, LogEnd, LogLine } from '../api/types.js';
+import { type AuditLog, markAudited } from '../audit/audit-log.js';
+import { canonicalJson } from '../audit/canonical.js';
+import { inScope, type Principal, requireAction, visibleProjects } from '../auth/principal.js';
+import { AirlockError, isAirlockError } from '../errors.js';
+import type { JobRow, Store, Tx } from '../store/store.js';
+import type { JobEvents } from './events.js';
+import { checkMove, isTerminal } from './lifecycle.js';
+import { newJobId, toRecord } from './record.js';
+import { toSandboxJob } from './spec.js';
+
+/**
+ * The client side of the job lifecycle: submit, read, list, cancel, read logs. Every call is
+ * authorized here and audited — refusals included — and every change is one transaction
+ * with its audit event.
+ */
+
+export interface JobServiceOptions {
+  readonly store: Store;
+  readonly audit: AuditLog;
+  readonly events: JobEvents;
+  readonly maxAttempts: number;
+  readonly projectQueueLimit: number;
+  readonly now?: () => number;
+}
+
+export interface SubmitOutcome {
+  readonly job: JobRecord;
+  /** False when an earlier submit with the same Idempotency-Key created it. */
+  readonly created: boolean;
+}
+
+const LOG_PAGE = 256;
+
+export class JobService {
+  readonly #o: JobServiceOptions;
+  readonly #now: () => number;
+
+  constructor(options: JobServiceOptions) {
+    this.#o = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  async submit(who: Principal, spec: JobSpecV1, idempotencyKey: string | null): Promise<SubmitOutcome> {
+    return this.#audited(who, 'job.submit', '', { project: spec.project }, async () => {
+      requireAction(who, 'job.submit');
+      if (!inScope(who, spec.project))
+        throw new AirlockError('FORBIDDEN', `this token may not submit to project "${spec.project}"`);
+      toSandboxJob(spec);
+      const requestHash = createHash('sha256').update(canonicalJson(spec)).digest('hex');
+      const outcome = await this.#o.store.transaction(async (tx) => {
+        if (idempotencyKey !== null) {
+          const earlier = await tx.jobs.byIdempotencyKey(who.name, idempotencyKey);
+          if (earlier !== null) {
+            if (earlier.requestHash !== requestHash)
+              throw new AirlockError(
+                'IDEMPOTENCY_KEY_REUSED',
+                `Idempotency-Key "${idempotencyKey}" was used for another request (job ${earlier.id})`,
+              );
+            await this.#o.audit.append(tx, {
+              actor: who.name,
+              action: 'job.submit',
+              target: `job:${earlier.id}`,
+              outcome: 'succeeded',
+              reason: 'repeated submit: same Idempotency-Key, same job',
+              source: who.source,
+              details: { idempotencyKey, replay: true },
+            });
+            return { job: toRecord(earlier), created: false };
+          }
+        }
+        const queued = await tx.jobs.countQueued(spec.project);
+        if (queued >= this.#o.projectQueueLimit)
+          throw new AirlockError(
+            'QUEUE_FULL',
+            `project "${spec.project}" already has ${queued} queued jobs (the limit is ${this.#o.projectQueueLimit})`,
+          );
+        const now = this.#now();
+        const row = await tx.jobs.insert({
+          id: newJobId(),
+          project: spec.project,
+          environment: spec.environment ?? 'dev',
+          runtime: spec.runtime ?? 'runc',
+          state: 'queued',
+          spec,
+          submittedBy: who.name,
+          idempotencyKey,
+          requestHash,
+          createdAt: now,
+          updatedAt: now,
+          startedAt: null,
+          finishedAt: null,
+          attempts: 0,
+          maxAttempts: this.#o.maxAttempts,
+          fence: 0,
+          worker: null,
+          leaseToken: null,
+          leaseExpiresAt: null,
+          cancelRequested: false,
+          result: null,
+          reason: null,
+          exitStatus: null,
+          logSeq: 0,
+          logBase: 0,
+          logBytes: 0,
+        });
+        await this.#o.audit.append(tx, {
+          actor: who.name,
+          action: 'job.submit',
+          target: `job:${row.id}`,
+          outcome: 'succeeded',
+          source: who.source,
+          details: {
+            project: row.project,
+            environment: row.environment,
+            runtime: row.runtime,
+            command: spec.command.slice(0, 16).map((arg) => arg.slice(0, 256)),
+            requestHash,
+            tokenId: who.tokenId,
+            ...(idempotencyKey !== null ? { idempotencyKey } : {}),
+          },
+        });
+        return { job: toRecord(row), created: true };
+      });
+      if (outcome.created) this.#o.events.queued();
+      return outcome;
+    });
+  }
+
+  async get(who: Principal, id: string): Promise<JobRecord> {
+    return this.#audited(
+      who,
+      'job.read',
+      `job:${id}`,
+      {},
+      async () => {
+        requireAction(who, 'job.read');
+        const row = await this.#o.store.read(async (tx) => this.#visible(tx, who, id));
+        return toRecord(row);
+      },
+      true,
+    );
+  }
+
+  async list(
+    who: Principal,
+    filter: { project?: string; state?: JobState; limit: number; cursor?: string },
+  ): Promise<JobList> {
+    return this.#audited(
+      who,
+      'job.list',
+      '',
+      { ...filter },
+      async () => {
+        requireAction(who, 'job.read');
+        let beforeSeq: number | undefined;
+        if (filter.cursor !== undefined) {
+          if (!/^\d{1,15}$/.test(filter.cursor))
+            throw new AirlockError('INVALID_REQUEST', 'cursor is not one this server gave');
+          beforeSeq = Number(filter.cursor);
+        }
+        const projects = visibleProjects(who);
+        const rows = await this.#o.store.read(async (tx) =>
+          tx.jobs.list({
+            ...(projects !== undefined ? { projects } : {}),
+            ...(filter.project !== undefined ? { project: filter.project } : {}),
+            ...(filter.state !== undefined ? { state: filter.state } : {}),
+            ...(beforeSeq !== undefined ? { beforeSeq } : {}),
+            limit: filter.limit + 1,
+          }),
+        );
+        const page = rows.slice(0, filter.limit);
+        const last = page.at(-1);
+        return {
+          jobs: page.map(toRecord),
+          nextCursor: rows.length > filter.limit && last !== undefined ? String(last.seq) : null,
+        };
+      },
+      true,
+    );
+  }
+
+  async cancel(who: Principal, id: string): Promise<JobRecord> {
+    return this.#audited(who, 'job.cancel', `job:${id}`, {}, async () => {
+      requireAction(who, 'job.cancel');
+      const record = await this.#o.store.transaction(async (tx) => {
+        const row = await this.#visible(tx, who, id);
+        if (isTerminal(row.state))
+          throw new AirlockError('JOB_FINISHED', `job ${id} has already ended (${row.state})`);
+        const now = this.#now();
+        const from = row.state;
+        if (row.state === 'queued') {
+          checkMove(row.state, 'cancelled');
+          Object.assign(row, {
+            state: 'cancelled',
+            finishedAt: now,
+            reason: `cancelled by ${who.name} before it started`,
+            exitStatus: 130,
+          });
+        }
+        // Leased or running: the worker learns it at its next heartbeat and stops the job.
+        row.cancelRequested = true;
+        row.updatedAt = now;
+        await tx.jobs.update(row);
+        await this.#o.audit.append(tx, {
+          actor: who.name,
+          action: 'job.cancel',
+          target: `job:${id}`,
+          outcome: 'succeeded',
+          source: who.source,
+          details: { from, to: row.state },
+        });
+        return toRecord(row);
+      });
+      this.#o.events.changed(id);
+      return record;
+    });
+  }
+
+  /** Checks access to a job's logs (audited once per read). */
+  async openLogs(who: Principal, id: string): Promise<void> {
+    await this.#audited(
+      who,
+      'job.logs',
+      `job:${id}`,
+      {},
+      async () => {
+        requireAction(who, 'job.logs');
+        await this.#o.store.read(async (tx) => this.#visible(tx, who, id));
+      },
+      true,
+    );
+  }
+
+  /** Log lines after `afterSeq`, at most a page, and the job's state now. */
+  async logsAfter(id: string, afterSeq: number): Promise<{ lines: LogLine[]; end: LogEnd }> {
+    return this.#o.store.read(async (tx) => {
+      const rows = await tx.logs.after(id, afterSeq, LOG_PAGE);
+      const job = await tx.jobs.get(id);
+      if (job === null) throw new AirlockError('NOT_FOUND', `no job ${id}`);
+      return {
+        lines: rows.map((row) => ({ seq: row.seq, stream: row.stream, data: row.data.toString('base64') })),
+        end: { end: { state: job.state, terminal: isTerminal(job.state), exitStatus: job.exitStatus } },
+      };
+    });
+  }
+
+  /** A job the principal may see; others answer NOT_FOUND whether or not they exist. */
+  async #visible(tx: Tx, who: Principal, id: string): Promise<JobRow> {
+    const row = await tx.jobs.get(id);
+    if (row === null || !inScope(who, row.project)) throw new AirlockError('NOT_FOUND', `no job ${id}`);
+    return row;
+  }
+
+  /**
+   * Runs an action; a refusal (an AirlockError) is audited with its code in a transaction
+   * of its own before it is passed on. Successful reads are audited here too; changes audit
+   * themselves inside their own transaction.
+   */
+  async #audited<T>(
+    who: Principal,
+    action: string,
+    target: string,
+    details: Record<string, unknown>,
+    work: () => Promise<T>,
+    /** Reads change nothing, so their success is audited here (changes audit in their own transaction). */
+    auditSuccess = false,
+  ): Promise<T> {
+    try {
+      const result = await work();
+      if (auditSuccess) await this.#record(who, action, target, 'succeeded', '', details);
+      return result;
+    } catch (error) {
+      if (isAirlockError(error) && error.code !== 'AUDIT_FAILED' && error.code !== 'STORE_FAILED') {
+        await this.#record(who, action, target, 'denied', `${error.code}: ${error.message}`, details);
+        markAudited(error);
+      }
+      throw error;
+    }
+  }
+
+  async #record(
+    who: Principal,
+    action: string,
+    target: string,
+    outcome: 'succeeded' | 'denied',
+    reason: string,
+    details: Record<string, unknown>,
+  ): Promise<void> {
+    await this.#o.store.transaction(async (tx) => {
+      await this.#o.audit.append(tx, {
+        actor: who.name,
+        action,
+        target,
+        outcome,
+        reason,
+        source: who.source,
+        details,
+      });
+    });
+  }
+}

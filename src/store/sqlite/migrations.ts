@@ -1,0 +1,107 @@
+/**
+ * Versioned migrations, applied in order at start inside one transaction each; the
+ * applied versions are recorded in schema_migrations. A database newer than this code is
+ * refused (no silent downgrade). Never edit a shipped migration: add the next one.
+ */
+
+export interface Migration {
+  readonly version: number;
+  readonly name: string;
+  readonly sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial',
+    sql: `
+-- Airlock schema version 1. Types and statements are kept to what PostgreSQL also runs,
+-- except where marked SQLite-only (the PostgreSQL migrations, a later issue, replace those).
+
+CREATE TABLE tokens (
+  id TEXT PRIMARY KEY,
+  hash TEXT NOT NULL,
+  principal TEXT NOT NULL,
+  role TEXT NOT NULL,
+  projects TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL,
+  expires_at BIGINT,
+  revoked_at BIGINT
+);
+
+CREATE TABLE jobs (
+  seq BIGINT PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  project TEXT NOT NULL,
+  environment TEXT NOT NULL,
+  runtime TEXT NOT NULL,
+  state TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  submitted_by TEXT NOT NULL,
+  idempotency_key TEXT,
+  request_hash TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  started_at BIGINT,
+  finished_at BIGINT,
+  attempts INTEGER NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  fence BIGINT NOT NULL,
+  worker TEXT,
+  lease_token TEXT,
+  lease_expires_at BIGINT,
+  cancel_requested INTEGER NOT NULL,
+  result TEXT,
+  reason TEXT,
+  exit_status INTEGER,
+  log_seq BIGINT NOT NULL,
+  log_base BIGINT NOT NULL,
+  log_bytes BIGINT NOT NULL
+);
+-- A retried submit with the same key finds its job; NULL keys never collide.
+CREATE UNIQUE INDEX jobs_idempotency ON jobs (submitted_by, idempotency_key);
+CREATE INDEX jobs_queue ON jobs (state, seq);
+CREATE INDEX jobs_project ON jobs (project, seq);
+CREATE INDEX jobs_lease ON jobs (lease_expires_at);
+
+CREATE TABLE job_logs (
+  job_id TEXT NOT NULL,
+  seq BIGINT NOT NULL,
+  stream TEXT NOT NULL,
+  data BLOB NOT NULL,
+  PRIMARY KEY (job_id, seq)
+);
+
+CREATE TABLE audit_events (
+  seq BIGINT PRIMARY KEY,
+  at BIGINT NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  target TEXT NOT NULL,
+  outcome TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  source TEXT NOT NULL,
+  details TEXT NOT NULL,
+  prev_hash TEXT NOT NULL,
+  hash TEXT NOT NULL
+);
+
+-- The head of the audit chain: one row, updated in every append's transaction. It is the
+-- serialization point of appends (PostgreSQL: SELECT … FOR UPDATE) and lets verify notice a
+-- cut-off tail.
+CREATE TABLE audit_head (
+  id INTEGER PRIMARY KEY,
+  seq BIGINT NOT NULL,
+  hash TEXT NOT NULL
+);
+
+-- SQLite-only: the audit trail is append-only for anyone using Airlock's connection. Whoever
+-- holds the file can drop these; the hash chain is what catches that (audit verify).
+CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+`,
+  },
+];

@@ -1,0 +1,487 @@
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import type { JobState, TokenRole } from '../../api/types.js';
+import { AirlockError, describeError } from '../../errors.js';
+import type {
+  AuditRepo,
+  AuditRow,
+  JobFilter,
+  JobRepo,
+  JobRow,
+  LogRepo,
+  LogRow,
+  NewJob,
+  Store,
+  TokenRepo,
+  TokenRow,
+  Tx,
+} from '../store.js';
+import { MIGRATIONS } from './migrations.js';
+
+/**
+ * The embedded store: one SQLite file through better-sqlite3 (synchronous, one connection).
+ * WAL with synchronous=FULL: a transaction that returned has reached the disk, so a job
+ * acknowledged with 201 survives a kill -9 or a power cut, and so does its audit event.
+ *
+ * better-sqlite3 is synchronous, but the Store interface is asynchronous (PostgreSQL later):
+ * every transaction and read runs under one async lock, so no other request's statements
+ * can land inside an open transaction on the shared connection.
+ */
+
+type Db = Database.Database;
+type Params = Record<string, unknown>;
+
+interface JobDbRow {
+  seq: number;
+  id: string;
+  project: string;
+  environment: string;
+  runtime: string;
+  state: string;
+  spec: string;
+  submitted_by: string;
+  idempotency_key: string | null;
+  request_hash: string;
+  created_at: number;
+  updated_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  attempts: number;
+  max_attempts: number;
+  fence: number;
+  worker: string | null;
+  lease_token: string | null;
+  lease_expires_at: number | null;
+  cancel_requested: number;
+  result: string | null;
+  reason: string | null;
+  exit_status: number | null;
+  log_seq: number;
+  log_base: number;
+  log_bytes: number;
+}
+
+function jobFromDb(row: JobDbRow): JobRow {
+  return {
+    seq: row.seq,
+    id: row.id,
+    project: row.project,
+    environment: row.environment,
+    runtime: row.runtime,
+    state: row.state as JobState,
+    spec: JSON.parse(row.spec) as JobRow['spec'],
+    submittedBy: row.submitted_by,
+    idempotencyKey: row.idempotency_key,
+    requestHash: row.request_hash,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    startedAt: row.started_at,
+    finishedAt: row.finished_at,
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+    fence: row.fence,
+    worker: row.worker,
+    leaseToken: row.lease_token,
+    leaseExpiresAt: row.lease_expires_at,
+    cancelRequested: row.cancel_requested !== 0,
+    result: row.result === null ? null : (JSON.parse(row.result) as JobRow['result']),
+    reason: row.reason,
+    exitStatus: row.exit_status,
+    logSeq: row.log_seq,
+    logBase: row.log_base,
+    logBytes: row.log_bytes,
+  };
+}
+
+function jobToDb(job: NewJob & { seq?: number }): Params {
+  return {
+    id: job.id,
+    project: job.project,
+    environment: job.environment,
+    runtime: job.runtime,
+    state: job.state,
+    spec: JSON.stringify(job.spec),
+    submitted_by: job.submittedBy,
+    idempotency_key: job.idempotencyKey,
+    request_hash: job.requestHash,
+    created_at: job.createdAt,
+    updated_at: job.updatedAt,
+    started_at: job.startedAt,
+    finished_at: job.finishedAt,
+    attempts: job.attempts,
+    max_attempts: job.maxAttempts,
+    fence: job.fence,
+    worker: job.worker,
+    lease_token: job.leaseToken,
+    lease_expires_at: job.leaseExpiresAt,
+    cancel_requested: job.cancelRequested ? 1 : 0,
+    result: job.result === null ? null : JSON.stringify(job.result),
+    reason: job.reason,
+    exit_status: job.exitStatus,
+    log_seq: job.logSeq,
+    log_base: job.logBase,
+    log_bytes: job.logBytes,
+  };
+}
+
+const JOB_COLUMNS = Object.keys(jobToDb({} as NewJob));
+
+interface TokenDbRow {
+  id: string;
+  hash: string;
+  principal: string;
+  role: string;
+  projects: string;
+  created_at: number;
+  created_by: string;
+  expires_at: number | null;
+  revoked_at: number | null;
+}
+
+function tokenFromDb(row: TokenDbRow): TokenRow {
+  return {
+    id: row.id,
+    hash: row.hash,
+    principal: row.principal,
+    role: row.role as TokenRole,
+    projects: JSON.parse(row.projects) as string[],
+    createdAt: row.created_at,
+    createdBy: row.created_by,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+  };
+}
+
+interface AuditDbRow {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  target: string;
+  outcome: string;
+  reason: string;
+  source: string;
+  details: string;
+  prev_hash: string;
+  hash: string;
+}
+
+export function auditFromDb(row: AuditDbRow): AuditRow {
+  return {
+    seq: row.seq,
+    at: row.at,
+    actor: row.actor,
+    action: row.action,
+    target: row.target,
+    outcome: row.outcome as AuditRow['outcome'],
+    reason: row.reason,
+    source: row.source,
+    details: row.details,
+    prevHash: row.prev_hash,
+    hash: row.hash,
+  };
+}
+
+/** Prepared statements, made once per connection. */
+function statements(db: Db) {
+  const placeholders = JOB_COLUMNS.map((column) => `@${column}`).join(', ');
+  const assignments = JOB_COLUMNS.filter((column) => column !== 'id')
+    .map((column) => `${column} = @${column}`)
+    .join(', ');
+  return {
+    tokenInsert: db.prepare(
+      `INSERT INTO tokens (id, hash, principal, role, projects, created_at, created_by, expires_at, revoked_at)
+       VALUES (@id, @hash, @principal, @role, @projects, @created_at, @created_by, @expires_at, @revoked_at)`,
+    ),
+    tokenGet: db.prepare('SELECT * FROM tokens WHERE id = ?'),
+    tokenList: db.prepare('SELECT * FROM tokens ORDER BY created_at, id'),
+    tokenRevoke: db.prepare('UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+    tokenCount: db.prepare('SELECT COUNT(*) AS n FROM tokens'),
+    jobNextSeq: db.prepare('SELECT COALESCE(MAX(seq), 0) + 1 AS seq FROM jobs'),
+    jobInsert: db.prepare(`INSERT INTO jobs (seq, ${JOB_COLUMNS.join(', ')}) VALUES (@seq, ${placeholders})`),
+    jobGet: db.prepare('SELECT * FROM jobs WHERE id = ?'),
+    jobByKey: db.prepare('SELECT * FROM jobs WHERE submitted_by = ? AND idempotency_key = ?'),
+    jobCountQueued: db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE project = ? AND state = 'queued'"),
+    jobExpired: db.prepare(
+      `SELECT * FROM jobs WHERE lease_expires_at < ? AND state IN ('leased', 'running')
+       ORDER BY lease_expires_at LIMIT ?`,
+    ),
+    jobUpdate: db.prepare(`UPDATE jobs SET ${assignments} WHERE id = @id`),
+    logInsert: db.prepare('INSERT INTO job_logs (job_id, seq, stream, data) VALUES (?, ?, ?, ?)'),
+    logAfter: db.prepare(
+      'SELECT job_id, seq, stream, data FROM job_logs WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?',
+    ),
+    auditHead: db.prepare('SELECT seq, hash FROM audit_head WHERE id = 1'),
+    auditInsert: db.prepare(
+      `INSERT INTO audit_events (seq, at, actor, action, target, outcome, reason, source, details, prev_hash, hash)
+       VALUES (@seq, @at, @actor, @action, @target, @outcome, @reason, @source, @details, @prevHash, @hash)`,
+    ),
+    auditSetHead: db.prepare(
+      `INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)
+       ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash`,
+    ),
+    auditAfter: db.prepare('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?'),
+    auditLast: db.prepare(
+      'SELECT * FROM (SELECT * FROM audit_events ORDER BY seq DESC LIMIT ?) ORDER BY seq',
+    ),
+  };
+}
+
+type Statements = ReturnType<typeof statements>;
+
+class SqliteTx implements Tx {
+  readonly tokens: TokenRepo;
+  readonly jobs: JobRepo;
+  readonly logs: LogRepo;
+  readonly audit: AuditRepo;
+
+  constructor(db: Db, s: Statements) {
+    this.tokens = {
+      insert: (row) => {
+        s.tokenInsert.run({
+          id: row.id,
+          hash: row.hash,
+          principal: row.principal,
+          role: row.role,
+          projects: JSON.stringify(row.projects),
+          created_at: row.createdAt,
+          created_by: row.createdBy,
+          expires_at: row.expiresAt,
+          revoked_at: row.revokedAt,
+        });
+      },
+      get: (id) => {
+        const row = s.tokenGet.get(id) as TokenDbRow | undefined;
+        return row === undefined ? null : tokenFromDb(row);
+      },
+      list: () => (s.tokenList.all() as TokenDbRow[]).map(tokenFromDb),
+      revoke: (id, at) => {
+        s.tokenRevoke.run(at, id);
+      },
+      count: () => (s.tokenCount.get() as { n: number }).n,
+    };
+    this.jobs = {
+      insert: (job) => {
+        const { seq } = s.jobNextSeq.get() as { seq: number };
+        s.jobInsert.run({ seq, ...jobToDb(job) });
+        return { seq, ...job };
+      },
+      get: (id) => {
+        const row = s.jobGet.get(id) as JobDbRow | undefined;
+        return row === undefined ? null : jobFromDb(row);
+      },
+      byIdempotencyKey: (submittedBy, key) => {
+        const row = s.jobByKey.get(submittedBy, key) as JobDbRow | undefined;
+        return row === undefined ? null : jobFromDb(row);
+      },
+      list: (filter: JobFilter) => {
+        const where: string[] = [];
+        const params: unknown[] = [];
+        if (filter.projects !== undefined) {
+          if (filter.projects.length === 0) return [];
+          where.push(`project IN (${filter.projects.map(() => '?').join(', ')})`);
+          params.push(...filter.projects);
+        }
+        if (filter.project !== undefined) {
+          where.push('project = ?');
+          params.push(filter.project);
+        }
+        if (filter.state !== undefined) {
+          where.push('state = ?');
+          params.push(filter.state);
+        }
+        if (filter.beforeSeq !== undefined) {
+          where.push('seq < ?');
+          params.push(filter.beforeSeq);
+        }
+        const sql = `SELECT * FROM jobs ${where.length > 0 ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY seq DESC LIMIT ?`;
+        return (db.prepare(sql).all(...params, filter.limit) as JobDbRow[]).map(jobFromDb);
+      },
+      countQueued: (project) => (s.jobCountQueued.get(project) as { n: number }).n,
+      nextQueued: (runtimes) => {
+        if (runtimes.length === 0) return null;
+        const sql = `SELECT * FROM jobs WHERE state = 'queued' AND runtime IN (${runtimes.map(() => '?').join(', ')}) ORDER BY seq LIMIT 1`;
+        const row = db.prepare(sql).get(...runtimes) as JobDbRow | undefined;
+        return row === undefined ? null : jobFromDb(row);
+      },
+      expiredLeases: (now, limit) => (s.jobExpired.all(now, limit) as JobDbRow[]).map(jobFromDb),
+      update: (job) => {
+        s.jobUpdate.run(jobToDb(job));
+      },
+    };
+    this.logs = {
+      append: (rows) => {
+        for (const row of rows) s.logInsert.run(row.jobId, row.seq, row.stream, row.data);
+      },
+      after: (jobId, afterSeq, limit) =>
+        (
+          s.logAfter.all(jobId, afterSeq, limit) as Array<{
+            job_id: string;
+            seq: number;
+            stream: string;
+            data: Buffer;
+          }>
+        ).map((row) => ({
+          jobId: row.job_id,
+          seq: row.seq,
+          stream: row.stream as LogRow['stream'],
+          data: row.data,
+        })),
+    };
+    this.audit = {
+      head: () => (s.auditHead.get() as { seq: number; hash: string } | undefined) ?? null,
+      insert: (row: AuditRow) => {
+        s.auditInsert.run(row);
+      },
+      setHead: (seq, hash) => {
+        s.auditSetHead.run(seq, hash);
+      },
+      after: (after, limit) => (s.auditAfter.all(after, limit) as AuditDbRow[]).map(auditFromDb),
+      last: (count) => (s.auditLast.all(count) as AuditDbRow[]).map(auditFromDb),
+    };
+  }
+}
+
+export interface SqliteStoreOptions {
+  /** Path of the database file; created (mode 0600) with its directory (0700) if missing. */
+  readonly path: string;
+  /** Open read-only, without migrating (offline audit verification). */
+  readonly readonly?: boolean;
+}
+
+export class SqliteStore implements Store {
+  readonly #db: Db;
+  readonly #tx: SqliteTx;
+  readonly #begin: Database.Statement;
+  readonly #commit: Database.Statement;
+  readonly #rollback: Database.Statement;
+  #lock: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  private constructor(db: Db) {
+    this.#db = db;
+    this.#tx = new SqliteTx(db, statements(db));
+    this.#begin = db.prepare('BEGIN IMMEDIATE');
+    this.#commit = db.prepare('COMMIT');
+    this.#rollback = db.prepare('ROLLBACK');
+  }
+
+  static open(options: SqliteStoreOptions): SqliteStore {
+    let db: Db;
+    try {
+      if (options.readonly === true) {
+        db = new Database(options.path, { readonly: true, fileMustExist: true });
+      } else {
+        // The database holds token hashes and job specs: root-only directory and file.
+        mkdirSync(dirname(options.path), { recursive: true, mode: 0o700 });
+        closeSync(openSync(options.path, 'a', 0o600));
+        chmodSync(options.path, 0o600);
+        db = new Database(options.path);
+        db.pragma('journal_mode = WAL');
+        // FULL: a commit is on disk before the API answers (queue and audit must survive a crash).
+        db.pragma('synchronous = FULL');
+        db.pragma('foreign_keys = ON');
+        db.pragma('busy_timeout = 5000');
+      }
+    } catch (error) {
+      throw new AirlockError(
+        'STORE_FAILED',
+        `cannot open the database ${options.path}: ${describeError(error)}`,
+        {
+          cause: error,
+        },
+      );
+    }
+    if (options.readonly !== true) migrate(db, options.path);
+    return new SqliteStore(db);
+  }
+
+  async transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.#exclusive(async () => {
+      this.#begin.run();
+      try {
+        const result = await work(this.#tx);
+        this.#commit.run();
+        return result;
+      } catch (error) {
+        if (this.#db.inTransaction) this.#rollback.run();
+        throw wrapStoreError(error);
+      }
+    });
+  }
+
+  async read<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.#exclusive(async () => {
+      try {
+        return await work(this.#tx);
+      } catch (error) {
+        throw wrapStoreError(error);
+      }
+    });
+  }
+
+  async ping(): Promise<boolean> {
+    if (this.#closed) return false;
+    try {
+      return await this.#exclusive(async () => this.#db.prepare('SELECT 1 AS one').get() !== undefined);
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#exclusive(async () => {
+      if (this.#closed) return;
+      this.#closed = true;
+      this.#db.close();
+    });
+  }
+
+  /** Runs `work` alone on the connection (one transaction or read at a time). */
+  #exclusive<T>(work: () => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new AirlockError('STORE_FAILED', 'the database is closed'));
+    const run = this.#lock.then(work, work);
+    this.#lock = run.catch(() => undefined);
+    return run;
+  }
+}
+
+/** better-sqlite3's errors become STORE_FAILED; Airlock's own errors pass through. */
+function wrapStoreError(error: unknown): unknown {
+  if (error instanceof AirlockError || error instanceof TypeError || error instanceof RangeError)
+    return error;
+  if (error instanceof Database.SqliteError)
+    return new AirlockError('STORE_FAILED', `database error: ${error.message}`, { cause: error });
+  return error;
+}
+
+function migrate(db: Db, path: string): void {
+  db.exec(
+    'CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)',
+  );
+  const applied = new Set(
+    (db.prepare('SELECT version FROM schema_migrations').all() as Array<{ version: number }>).map(
+      (r) => r.version,
+    ),
+  );
+  const newest = Math.max(0, ...applied);
+  const known = Math.max(0, ...MIGRATIONS.map((m) => m.version));
+  if (newest > known) {
+    throw new AirlockError(
+      'STORE_FAILED',
+      `the database ${path} has schema version ${newest}, newer than this Airlock knows (${known}): upgrade Airlock, or restore a backup made by this version`,
+    );
+  }
+  for (const migration of MIGRATIONS) {
+    if (applied.has(migration.version)) continue;
+    db.transaction(() => {
+      db.exec(migration.sql);
+      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(
+        migration.version,
+        migration.name,
+        Date.now(),
+      );
+    }).immediate();
+  }
+}

@@ -1,0 +1,150 @@
+import type { JobRunResult, JobSpecV1, JobState, TokenRole } from '../api/types.js';
+
+/**
+ * The repository layer: every read and write of durable state goes through these
+ * interfaces, and nothing above them writes SQL. Methods may answer synchronously (SQLite)
+ * or with a promise (PostgreSQL, a later issue); callers always `await` them. Times are
+ * milliseconds since the epoch (UTC). The SQL under them is written to run on PostgreSQL
+ * too; what is SQLite-only stays in src/store/sqlite/.
+ */
+
+export type Awaitable<T> = T | Promise<T>;
+
+export interface TokenRow {
+  id: string;
+  /** SHA-256 (hex) of the secret part; the secret itself is never stored. */
+  hash: string;
+  principal: string;
+  role: TokenRole;
+  projects: string[];
+  createdAt: number;
+  createdBy: string;
+  expiresAt: number | null;
+  revokedAt: number | null;
+}
+
+export interface TokenRepo {
+  insert(row: TokenRow): Awaitable<void>;
+  get(id: string): Awaitable<TokenRow | null>;
+  list(): Awaitable<TokenRow[]>;
+  revoke(id: string, at: number): Awaitable<void>;
+  count(): Awaitable<number>;
+}
+
+export interface JobRow {
+  seq: number;
+  id: string;
+  project: string;
+  environment: string;
+  runtime: string;
+  state: JobState;
+  spec: JobSpecV1;
+  submittedBy: string;
+  idempotencyKey: string | null;
+  requestHash: string;
+  createdAt: number;
+  updatedAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  attempts: number;
+  maxAttempts: number;
+  fence: number;
+  worker: string | null;
+  /** Id of the worker token holding the lease: only it may report on the job. */
+  leaseToken: string | null;
+  leaseExpiresAt: number | null;
+  cancelRequested: boolean;
+  result: JobRunResult | null;
+  reason: string | null;
+  exitStatus: number | null;
+  /** Highest log seq stored, and the seq the current attempt's chunk 1 follows. */
+  logSeq: number;
+  logBase: number;
+  logBytes: number;
+}
+
+export type NewJob = Omit<JobRow, 'seq'>;
+
+export interface JobFilter {
+  /** Only these projects; undefined = all. */
+  projects?: readonly string[];
+  project?: string;
+  state?: JobState;
+  /** Only jobs with seq below this (newest first paging). */
+  beforeSeq?: number;
+  limit: number;
+}
+
+export interface JobRepo {
+  insert(job: NewJob): Awaitable<JobRow>;
+  get(id: string): Awaitable<JobRow | null>;
+  byIdempotencyKey(submittedBy: string, key: string): Awaitable<JobRow | null>;
+  list(filter: JobFilter): Awaitable<JobRow[]>;
+  countQueued(project: string): Awaitable<number>;
+  /** The oldest queued job whose runtime is one of `runtimes`. */
+  nextQueued(runtimes: readonly string[]): Awaitable<JobRow | null>;
+  /** Leased or running jobs whose lease ended before `now`. */
+  expiredLeases(now: number, limit: number): Awaitable<JobRow[]>;
+  /** Writes every mutable column of the row (state machine moves happen in the service). */
+  update(job: JobRow): Awaitable<void>;
+}
+
+export interface LogRow {
+  jobId: string;
+  seq: number;
+  stream: 'stdout' | 'stderr';
+  /** The bytes. */
+  data: Buffer;
+}
+
+export interface LogRepo {
+  append(rows: readonly LogRow[]): Awaitable<void>;
+  after(jobId: string, afterSeq: number, limit: number): Awaitable<LogRow[]>;
+}
+
+export interface AuditRow {
+  seq: number;
+  at: number;
+  actor: string;
+  action: string;
+  target: string;
+  outcome: 'succeeded' | 'denied' | 'failed';
+  reason: string;
+  source: string;
+  /** Canonical JSON text of the details object, exactly as hashed. */
+  details: string;
+  prevHash: string;
+  hash: string;
+}
+
+export interface AuditRepo {
+  /** The head of the log (the last appended entry), read under the transaction's lock. */
+  head(): Awaitable<{ seq: number; hash: string } | null>;
+  insert(row: AuditRow): Awaitable<void>;
+  setHead(seq: number, hash: string): Awaitable<void>;
+  /** Entries with seq > after, in seq order. */
+  after(after: number, limit: number): Awaitable<AuditRow[]>;
+  /** The last `count` entries, in seq order. */
+  last(count: number): Awaitable<AuditRow[]>;
+}
+
+/** One transaction's view of the store. */
+export interface Tx {
+  readonly tokens: TokenRepo;
+  readonly jobs: JobRepo;
+  readonly logs: LogRepo;
+  readonly audit: AuditRepo;
+}
+
+export interface Store {
+  /**
+   * Runs `work` in one serialized write transaction: all of it commits, or none of it
+   * (a throw rolls back). The job change and its audit event are written in the same one.
+   */
+  transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T>;
+  /** Runs `work` on a consistent read-only view. */
+  read<T>(work: (tx: Tx) => Promise<T>): Promise<T>;
+  /** True when the database answers (readiness). */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
