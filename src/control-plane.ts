@@ -37,7 +37,7 @@ export interface ControlPlane {
   /** Secrets made on the first start (null on later starts): shown once, never logged. */
   readonly firstStart: { admin: string; worker: string | null } | null;
   /** Issues a token as the system (used by `airlock up` for its local worker). */
-  issueSystemToken(principal: string, role: 'worker'): Promise<string>;
+  issueSystemToken(principal: string, role: 'admin' | 'worker'): Promise<string>;
   /** Graceful stop: refuse new requests, end long polls and log streams, finish in-flight requests, close the database. */
   close(): Promise<void>;
 }
