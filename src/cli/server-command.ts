@@ -14,11 +14,15 @@ export function serverSettings(context: CliContext, options: ServerCommandOption
     try {
       Object.assign(server, parseListen(options.listen));
     } catch (error) {
-      throw new AirlockError('INVALID_OPTION', `--listen: ${(error as Error).message.replace(/^AIRLOCK_LISTEN: /, '')}`);
+      throw new AirlockError(
+        'INVALID_OPTION',
+        `--listen: ${(error as Error).message.replace(/^AIRLOCK_LISTEN: /, '')}`,
+      );
     }
   }
   if (options.dataDir !== undefined) {
-    if (options.dataDir.includes('\0')) throw new AirlockError('INVALID_OPTION', '--data-dir must not contain NUL');
+    if (options.dataDir.includes('\0'))
+      throw new AirlockError('INVALID_OPTION', '--data-dir must not contain NUL');
     server.dataDir = isAbsolute(options.dataDir) ? options.dataDir : resolve(options.dataDir);
   }
   return server;
@@ -39,12 +43,18 @@ export async function startServer(
   });
 }
 
-export async function serverCommand(context: CliContext, options: ServerCommandOptions): Promise<CommandResult> {
+export async function serverCommand(
+  context: CliContext,
+  options: ServerCommandOptions,
+): Promise<CommandResult> {
   const plane = await startServer(context, options, { bootstrapWorker: false });
   try {
     if (plane.firstStart !== null) {
       const { writeClientConfig } = await import('../client/config-file.js');
-      await writeClientConfig(context.config.client.configFile, { url: plane.url, token: plane.firstStart.admin });
+      await writeClientConfig(context.config.client.configFile, {
+        url: plane.url,
+        token: plane.firstStart.admin,
+      });
       context.stderr.write(
         `airlock server: first start; the admin token was written to ${context.config.client.configFile} (mode 0600)\n`,
       );

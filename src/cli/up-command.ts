@@ -55,7 +55,10 @@ export async function upCommand(context: CliContext, options: UpCommandOptions):
 function parseConcurrency(text: string | undefined): number {
   if (text === undefined) return 2;
   if (!/^\d{1,2}$/.test(text) || Number(text) < 1 || Number(text) > 64)
-    throw new AirlockError('INVALID_OPTION', `--concurrency must be a whole number from 1 to 64, got "${text}"`);
+    throw new AirlockError(
+      'INVALID_OPTION',
+      `--concurrency must be a whole number from 1 to 64, got "${text}"`,
+    );
   return Number(text);
 }
 
@@ -67,7 +70,9 @@ async function writeSecretFile(path: string, content: string): Promise<void> {
     await rename(temporary, path);
   } catch (error) {
     await unlink(temporary).catch(() => undefined);
-    throw new AirlockError('INVALID_CONFIG', `cannot write ${path}: ${describeError(error)}`, { cause: error });
+    throw new AirlockError('INVALID_CONFIG', `cannot write ${path}: ${describeError(error)}`, {
+      cause: error,
+    });
   }
 }
 
@@ -94,7 +99,11 @@ async function ensureClientConfig(context: CliContext, plane: ControlPlane): Pro
   context.stderr.write(`airlock up: ${path} had no token; a new admin token was written there (mode 0600)\n`);
 }
 
-async function ensureWorkerToken(plane: ControlPlane, defaultDir: string, dataDir: string | undefined): Promise<string> {
+async function ensureWorkerToken(
+  plane: ControlPlane,
+  defaultDir: string,
+  dataDir: string | undefined,
+): Promise<string> {
   const { resolve } = await import('node:path');
   const dir = dataDir === undefined ? defaultDir : resolve(dataDir);
   const path = join(dir, WORKER_TOKEN_FILE);
@@ -138,7 +147,8 @@ class LocalWorker {
     );
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new AirlockError('SELFTEST_FAILED', 'the local worker did not become ready within 180 s')),
+        () =>
+          reject(new AirlockError('SELFTEST_FAILED', 'the local worker did not become ready within 180 s')),
         WORKER_READY_TIMEOUT_MS,
       );
       this.#spawn(
@@ -190,13 +200,21 @@ class LocalWorker {
       const now = Date.now();
       this.#restarts = this.#restarts.filter((at) => now - at < 60_000);
       if (this.#restarts.length >= 5) {
-        this.#context.stderr.write('airlock up: the local worker keeps dying; not restarting it (jobs wait in the queue)\n');
+        this.#context.stderr.write(
+          'airlock up: the local worker keeps dying; not restarting it (jobs wait in the queue)\n',
+        );
         return;
       }
       this.#restarts.push(now);
-      this.#context.stderr.write(`airlock up: the local worker stopped (${signal ?? `exit ${code}`}); restarting it\n`);
+      this.#context.stderr.write(
+        `airlock up: the local worker stopped (${signal ?? `exit ${code}`}); restarting it\n`,
+      );
       void sleep(1000).then(() => {
-        if (!this.#stopping) this.#spawn(() => undefined, () => undefined);
+        if (!this.#stopping)
+          this.#spawn(
+            () => undefined,
+            () => undefined,
+          );
       });
     });
   }

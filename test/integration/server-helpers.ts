@@ -25,6 +25,7 @@ export interface TestServer {
     token: string | null,
     body?: unknown,
     headers?: Record<string, string>,
+    // biome-ignore lint/suspicious/noExplicitAny: answers are read field by field in the tests; a wrong shape fails their assertions
   ): Promise<{ status: number; headers: Headers; body: any }>;
   close(): Promise<void>;
 }
@@ -75,6 +76,7 @@ export async function call(
   token: string | null,
   body?: unknown,
   headers: Record<string, string> = {},
+  // biome-ignore lint/suspicious/noExplicitAny: as above
 ): Promise<{ status: number; headers: Headers; body: any }> {
   const init: RequestInit = {
     method,
@@ -84,7 +86,8 @@ export async function call(
       ...headers,
     },
   };
-  if (body !== undefined) init.body = typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body);
+  if (body !== undefined)
+    init.body = typeof body === 'string' || body instanceof Uint8Array ? body : JSON.stringify(body);
   const response = await fetch(`${url}${path}`, init);
   const text = await response.text();
   let parsed: unknown = text;

@@ -1,0 +1,341 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  type AuditPage,
+  type AuditVerification,
+  JOB_STATES,
+  type JobList,
+  type JobRecord,
+  type JobSpecV1,
+  type JobState,
+  type LogEnd,
+  type LogLine,
+  type TokenCreated,
+  type TokenCreateRequest,
+  type TokenInfo,
+  type WhoAmI,
+} from '../api/types.js';
+import { AirlockError, type AirlockErrorCode, describeError, isAirlockError } from '../errors.js';
+import { type HttpClient, ndjsonLines } from './http.js';
+
+/**
+ * Typed calls of the /v1 API over the one HttpClient. Answers are the server's, trusted for
+ * their shape only as far as the CLI needs (log records are checked line by line: they are
+ * written to the user's terminal).
+ */
+
+/** Idempotency-Key as the server accepts it. */
+export const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** "job_" + lower-case base32; checked loosely here, exactly by the server. */
+const JOB_ID = /^job_[a-z0-9]{1,64}$/;
+const TOKEN_ID = /^tok_[a-z0-9]{1,64}$/;
+
+export function checkJobId(id: string): string {
+  if (!JOB_ID.test(id))
+    throw new AirlockError('INVALID_OPTION', `"${id}" is not a job id (job_ followed by letters and digits)`);
+  return id;
+}
+
+export function checkTokenId(id: string): string {
+  if (!TOKEN_ID.test(id))
+    throw new AirlockError('INVALID_OPTION', `"${id}" is not a token id (tok_ followed by hex digits)`);
+  return id;
+}
+
+/**
+ * Submission is retried, with the same Idempotency-Key (so a retry never makes a second
+ * job), on what a later try can fix: the server unreachable, starting or stopping
+ * (SERVER_UNAVAILABLE), a store or audit failure, and answers that are not Airlock errors
+ * (a proxy's 502/503/504 arrives as INTERNAL). 429s (QUEUE_FULL, RATE_LIMITED) are NOT
+ * retried: the server is asking clients to back off, and a full queue is for the user to
+ * see rather than to hammer; the error is shown at once.
+ */
+const SUBMIT_RETRY_CODES: ReadonlySet<AirlockErrorCode> = new Set([
+  'SERVER_UNREACHABLE',
+  'SERVER_UNAVAILABLE',
+  'STORE_FAILED',
+  'AUDIT_FAILED',
+  'INTERNAL',
+]);
+
+export interface RetryPolicy {
+  /** Tries in all, the first included. */
+  readonly attempts: number;
+  /** Delay before the second try; doubled each time, with jitter, capped at maxDelayMs. */
+  readonly baseDelayMs: number;
+  readonly maxDelayMs: number;
+}
+
+export const SUBMIT_RETRY: RetryPolicy = Object.freeze({ attempts: 5, baseDelayMs: 250, maxDelayMs: 4000 });
+
+export interface SubmitOptions {
+  readonly idempotencyKey?: string;
+  /** Aborts the request in flight and any wait. */
+  readonly signal?: AbortSignal;
+  /**
+   * When aborted, no further try is started (the one in flight completes): Ctrl-C during a
+   * submission must not leave the user unsure whether a job was made.
+   */
+  readonly stopRetrying?: AbortSignal;
+  /** Told before each retry (to say so on a terminal). */
+  readonly onRetry?: (error: AirlockError, attempt: number, delayMs: number) => void;
+}
+
+export interface LogsOptions {
+  /** Only lines with a larger seq. */
+  readonly after?: number;
+  readonly follow?: boolean;
+  readonly signal?: AbortSignal;
+  /**
+   * A stream that brings no bytes (not even a keep-alive) for this long is taken as broken
+   * (SERVER_UNREACHABLE): a half-open connection must not hang the CLI. Default 60 s.
+   */
+  readonly idleTimeoutMs?: number;
+}
+
+export interface ListJobsQuery {
+  readonly project?: string;
+  readonly state?: JobState;
+  readonly limit?: number;
+  readonly cursor?: string;
+}
+
+export type LogRecord = LogLine | LogEnd;
+
+export function isLogEnd(record: LogRecord): record is LogEnd {
+  return 'end' in record;
+}
+
+/** Checks one parsed line of a log stream: a LogLine or a LogEnd, else INTERNAL. */
+export function parseLogRecord(value: unknown): LogRecord {
+  const malformed = (): never => {
+    throw new AirlockError('INTERNAL', 'the server sent a log record that is neither a log line nor the end');
+  };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return malformed();
+  const record = value as Record<string, unknown>;
+  if ('end' in record) {
+    const end = record.end as Record<string, unknown> | null;
+    if (typeof end !== 'object' || end === null) return malformed();
+    const { state, terminal, exitStatus } = end;
+    if (typeof state !== 'string' || !(JOB_STATES as readonly string[]).includes(state)) return malformed();
+    if (typeof terminal !== 'boolean') return malformed();
+    if (exitStatus !== null && !(Number.isInteger(exitStatus) && typeof exitStatus === 'number'))
+      return malformed();
+    return { end: { state: state as JobState, terminal, exitStatus: exitStatus as number | null } };
+  }
+  const { seq, stream, data } = record;
+  if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return malformed();
+  if (stream !== 'stdout' && stream !== 'stderr') return malformed();
+  if (typeof data !== 'string') return malformed();
+  return { seq, stream, data };
+}
+
+function jitter(delayMs: number): number {
+  return Math.round(delayMs * (0.75 + Math.random() * 0.5));
+}
+
+export class ApiClient {
+  readonly #http: HttpClient;
+
+  constructor(http: HttpClient) {
+    this.#http = http;
+  }
+
+  get url(): string {
+    return this.#http.url;
+  }
+
+  async #json<T>(path: string, options: Parameters<HttpClient['json']>[1] = {}): Promise<T> {
+    const answer = await this.#http.json<T>(path, options);
+    if (answer === null) throw new AirlockError('INTERNAL', `the server answered ${path} with no body`);
+    return answer;
+  }
+
+  whoami(signal?: AbortSignal): Promise<WhoAmI> {
+    return this.#json<WhoAmI>('/v1/whoami', signal === undefined ? {} : { signal });
+  }
+
+  /**
+   * POST /v1/jobs, retried per SUBMIT_RETRY_CODES with the same Idempotency-Key. Without a
+   * key a retry could make a second job, so none is tried.
+   */
+  async submit(
+    spec: JobSpecV1,
+    options: SubmitOptions = {},
+    policy: RetryPolicy = SUBMIT_RETRY,
+  ): Promise<JobRecord> {
+    const key = options.idempotencyKey;
+    if (key !== undefined && !IDEMPOTENCY_KEY.test(key))
+      throw new AirlockError(
+        'INVALID_OPTION',
+        '--idempotency-key: must be 1–128 characters of letters, digits and . _ : -',
+      );
+    const attempts = key === undefined ? 1 : policy.attempts;
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.#json<JobRecord>('/v1/jobs', {
+          method: 'POST',
+          body: spec,
+          ...(key !== undefined ? { headers: { 'idempotency-key': key } } : {}),
+          ...(options.signal !== undefined ? { signal: options.signal } : {}),
+        });
+      } catch (error) {
+        if (!isAirlockError(error) || !SUBMIT_RETRY_CODES.has(error.code)) throw error;
+        if (attempt >= attempts || options.stopRetrying?.aborted === true || options.signal?.aborted === true)
+          throw error;
+        const retryAfter = (error as { retryAfterSeconds?: unknown }).retryAfterSeconds;
+        const delayMs = Math.min(
+          policy.maxDelayMs,
+          typeof retryAfter === 'number'
+            ? retryAfter * 1000
+            : jitter(policy.baseDelayMs * 2 ** (attempt - 1)),
+        );
+        options.onRetry?.(error, attempt, delayMs);
+        const waitSignals = [options.signal, options.stopRetrying].filter(
+          (signal): signal is AbortSignal => signal !== undefined,
+        );
+        try {
+          await sleep(
+            delayMs,
+            undefined,
+            waitSignals.length > 0 ? { signal: AbortSignal.any(waitSignals) } : {},
+          );
+        } catch {
+          // interrupted while waiting: the last error stands
+          throw error;
+        }
+      }
+    }
+  }
+
+  getJob(id: string, signal?: AbortSignal): Promise<JobRecord> {
+    return this.#json<JobRecord>(
+      `/v1/jobs/${encodeURIComponent(checkJobId(id))}`,
+      signal === undefined ? {} : { signal },
+    );
+  }
+
+  listJobs(query: ListJobsQuery = {}, signal?: AbortSignal): Promise<JobList> {
+    const params = new URLSearchParams();
+    if (query.project !== undefined) params.set('project', query.project);
+    if (query.state !== undefined) params.set('state', query.state);
+    if (query.limit !== undefined) params.set('limit', String(query.limit));
+    if (query.cursor !== undefined) params.set('cursor', query.cursor);
+    const search = params.size > 0 ? `?${params}` : '';
+    return this.#json<JobList>(`/v1/jobs${search}`, signal === undefined ? {} : { signal });
+  }
+
+  cancel(id: string, signal?: AbortSignal): Promise<JobRecord> {
+    return this.#json<JobRecord>(`/v1/jobs/${encodeURIComponent(checkJobId(id))}/cancel`, {
+      method: 'POST',
+      ...(signal !== undefined ? { signal } : {}),
+    });
+  }
+
+  /**
+   * GET /v1/jobs/:id/logs: the log records in order, then (unless the stream broke) one
+   * LogEnd. A broken stream throws SERVER_UNREACHABLE; the caller resumes with `after`.
+   */
+  async *logs(id: string, options: LogsOptions = {}): AsyncGenerator<LogRecord> {
+    const params = new URLSearchParams();
+    if (options.after !== undefined) params.set('after', String(options.after));
+    params.set('follow', options.follow === true ? 'true' : 'false');
+    const idle = new AbortController();
+    const signals = [idle.signal];
+    if (options.signal !== undefined) signals.push(options.signal);
+    const signal = AbortSignal.any(signals);
+    const idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(
+        () =>
+          idle.abort(
+            new AirlockError(
+              'SERVER_UNREACHABLE',
+              `the log stream from ${this.#http.url} brought nothing for ${Math.round(idleTimeoutMs / 1000)} s`,
+            ),
+          ),
+        idleTimeoutMs,
+      );
+      timer.unref();
+    };
+    try {
+      arm();
+      const response = await this.#http.request(
+        `/v1/jobs/${encodeURIComponent(checkJobId(id))}/logs?${params}`,
+        { signal, timeoutMs: 0 },
+      );
+      const body = response.body;
+      if (body === null) throw new AirlockError('SERVER_UNREACHABLE', 'the log stream ended before it began');
+      // Every chunk, keep-alive lines included, proves the connection alive.
+      const watched = body.pipeThrough(
+        new TransformStream<Uint8Array, Uint8Array>({
+          transform(chunk, controller) {
+            arm();
+            controller.enqueue(chunk);
+          },
+        }),
+      );
+      const lines = ndjsonLines(new Response(watched));
+      for (;;) {
+        let next: IteratorResult<unknown>;
+        try {
+          next = await lines.next();
+        } catch (error) {
+          if (isAirlockError(error)) throw error;
+          if (error instanceof SyntaxError)
+            throw new AirlockError('INTERNAL', 'the server sent a log stream line that is not JSON', {
+              cause: error,
+            });
+          throw error;
+        }
+        if (next.done === true) return;
+        yield parseLogRecord(next.value);
+      }
+    } catch (error) {
+      if (idle.signal.aborted) throw idle.signal.reason;
+      if (options.signal?.aborted === true) throw options.signal.reason ?? error;
+      if (isAirlockError(error)) throw error;
+      // A body that stopped mid-way ("terminated", a reset socket, bad UTF-8).
+      throw new AirlockError('SERVER_UNREACHABLE', `the log stream broke: ${describeError(error)}`, {
+        cause: error,
+      });
+    } finally {
+      clearTimeout(timer);
+      idle.abort();
+    }
+  }
+
+  createToken(request: TokenCreateRequest): Promise<TokenCreated> {
+    return this.#json<TokenCreated>('/v1/tokens', { method: 'POST', body: request });
+  }
+
+  async listTokens(): Promise<TokenInfo[]> {
+    return (await this.#json<{ tokens: TokenInfo[] }>('/v1/tokens')).tokens;
+  }
+
+  revokeToken(id: string): Promise<TokenInfo> {
+    return this.#json<TokenInfo>(`/v1/tokens/${encodeURIComponent(checkTokenId(id))}/revoke`, {
+      method: 'POST',
+    });
+  }
+
+  /** Oldest first from ?after=, or the newest `last` events. */
+  auditEvents(
+    query: { after?: number; limit?: number; last?: number } = {},
+    signal?: AbortSignal,
+  ): Promise<AuditPage> {
+    const params = new URLSearchParams();
+    if (query.last !== undefined) params.set('last', String(query.last));
+    if (query.after !== undefined) params.set('after', String(query.after));
+    if (query.limit !== undefined) params.set('limit', String(query.limit));
+    const search = params.size > 0 ? `?${params}` : '';
+    return this.#json<AuditPage>(`/v1/audit/events${search}`, signal === undefined ? {} : { signal });
+  }
+
+  auditVerify(): Promise<AuditVerification> {
+    // Verification walks the whole chain on the server: give it longer than a plain call.
+    return this.#json<AuditVerification>('/v1/audit/verify', { timeoutMs: 10 * 60_000 });
+  }
+}
