@@ -39,7 +39,12 @@ describe('API: input validation', () => {
   });
 
   test('deep nesting is refused before parsing', async () => {
-    const { status, body } = await server.call('POST', '/v1/jobs', server.admin, `${'['.repeat(40)}${']'.repeat(40)}`);
+    const { status, body } = await server.call(
+      'POST',
+      '/v1/jobs',
+      server.admin,
+      `${'['.repeat(40)}${']'.repeat(40)}`,
+    );
     assert.equal(status, 400);
     assert.equal(body.error.code, 'INVALID_REQUEST');
     assert.match(body.error.message, /deeper than 32/);
@@ -54,14 +59,21 @@ describe('API: input validation', () => {
   });
 
   test('invalid UTF-8 is refused, not replaced', async () => {
-    const bytes = Buffer.concat([Buffer.from('{"version":1,"project":"web","command":["'), Buffer.from([0xc3, 0x28]), Buffer.from('"]}')]);
+    const bytes = Buffer.concat([
+      Buffer.from('{"version":1,"project":"web","command":["'),
+      Buffer.from([0xc3, 0x28]),
+      Buffer.from('"]}'),
+    ]);
     const { status, body } = await server.call('POST', '/v1/jobs', server.admin, bytes);
     assert.equal(status, 400);
     assert.match(body.error.message, /UTF-8/);
   });
 
   test('NUL bytes in strings and keys are refused', async () => {
-    for (const text of ['{"version":1,"project":"web","command":["a\\u0000b"]}', '{"version":1,"project":"web","command":["a"],"env":{"A\\u0000":"x"}}']) {
+    for (const text of [
+      '{"version":1,"project":"web","command":["a\\u0000b"]}',
+      '{"version":1,"project":"web","command":["a"],"env":{"A\\u0000":"x"}}',
+    ]) {
       const { status, body } = await server.call('POST', '/v1/jobs', server.admin, text);
       assert.equal(status, 400, text);
       assert.match(body.error.message, /NUL/);
@@ -84,7 +96,9 @@ describe('API: input validation', () => {
       assert.equal(answer.status, 400, JSON.stringify(body).slice(0, 120));
       assert.match(answer.body.error.code, /^(INVALID_REQUEST|INVALID_JOB)$/);
     }
-    const form = await server.call('POST', '/v1/jobs', server.admin, 'a=b', { 'content-type': 'application/x-www-form-urlencoded' });
+    const form = await server.call('POST', '/v1/jobs', server.admin, 'a=b', {
+      'content-type': 'application/x-www-form-urlencoded',
+    });
     assert.equal(form.status, 400);
   });
 
@@ -98,7 +112,13 @@ describe('API: input validation', () => {
     const { status, body } = await server.call('GET', '/v1/openapi.json', null);
     assert.equal(status, 200);
     assert.equal(body.openapi, '3.0.3');
-    for (const path of ['/v1/jobs', '/v1/jobs/{id}/logs', '/v1/tokens', '/v1/audit/verify', '/v1/worker/claim'])
+    for (const path of [
+      '/v1/jobs',
+      '/v1/jobs/{id}/logs',
+      '/v1/tokens',
+      '/v1/audit/verify',
+      '/v1/worker/claim',
+    ])
       assert.ok(path in body.paths, path);
   });
 
@@ -115,8 +135,17 @@ describe('API: authentication and authorization', () => {
   });
   after(() => server.close());
 
-  const token = async (role: string, projects: string[], extra: Record<string, unknown> = {}): Promise<{ id: string; secret: string }> => {
-    const { status, body } = await server.call('POST', '/v1/tokens', server.admin, { principal: `${role}-${projects.join('-')}`.replace('*', 'all'), role, projects, ...extra });
+  const token = async (
+    role: string,
+    projects: string[],
+    extra: Record<string, unknown> = {},
+  ): Promise<{ id: string; secret: string }> => {
+    const { status, body } = await server.call('POST', '/v1/tokens', server.admin, {
+      principal: `${role}-${projects.join('-')}`.replace('*', 'all'),
+      role,
+      projects,
+      ...extra,
+    });
     assert.equal(status, 201, JSON.stringify(body));
     return { id: body.token.id, secret: body.secret };
   };
@@ -159,7 +188,11 @@ describe('API: authentication and authorization', () => {
     assert.equal(submitted.status, 201);
     const id = submitted.body.id;
     assert.equal((await server.call('GET', `/v1/jobs/${id}`, web.secret)).status, 200);
-    for (const [method, path] of [['GET', `/v1/jobs/${id}`], ['POST', `/v1/jobs/${id}/cancel`], ['GET', `/v1/jobs/${id}/logs`]] as const) {
+    for (const [method, path] of [
+      ['GET', `/v1/jobs/${id}`],
+      ['POST', `/v1/jobs/${id}/cancel`],
+      ['GET', `/v1/jobs/${id}/logs`],
+    ] as const) {
       const answer = await server.call(method, path, api.secret);
       assert.equal(answer.status, 404, `${method} ${path}`);
       assert.equal(answer.body.error.code, 'NOT_FOUND');
@@ -176,7 +209,16 @@ describe('API: authentication and authorization', () => {
     assert.equal((await server.call('GET', '/v1/jobs', server.worker)).status, 403);
     const submitter = await token('submitter', ['web']);
     assert.equal((await server.call('GET', '/v1/tokens', submitter.secret)).status, 403);
-    assert.equal((await server.call('POST', '/v1/worker/claim', submitter.secret, { worker: 'x', runtimes: ['runc'], waitMs: 0 })).status, 403);
+    assert.equal(
+      (
+        await server.call('POST', '/v1/worker/claim', submitter.secret, {
+          worker: 'x',
+          runtimes: ['runc'],
+          waitMs: 0,
+        })
+      ).status,
+      403,
+    );
     assert.equal((await server.call('GET', '/v1/audit/verify', viewer.secret)).status, 403);
   });
 
@@ -185,7 +227,11 @@ describe('API: authentication and authorization', () => {
     try {
       let limited: Awaited<ReturnType<TestServer['call']>> | undefined;
       for (let i = 0; i < 15; i++) {
-        const answer = await fresh.call('GET', '/v1/jobs', `alk_0123456789abcdef_${String(i).padStart(43, 'x')}`);
+        const answer = await fresh.call(
+          'GET',
+          '/v1/jobs',
+          `alk_0123456789abcdef_${String(i).padStart(43, 'x')}`,
+        );
         if (answer.status === 429) {
           limited = answer;
           break;
@@ -225,7 +271,11 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
   after(() => server.close());
 
   const claim = async (worker = server.worker, waitMs = 0) =>
-    server.call('POST', '/v1/worker/claim', worker, { worker: 'test-worker', runtimes: ['runc', 'gvisor'], waitMs });
+    server.call('POST', '/v1/worker/claim', worker, {
+      worker: 'test-worker',
+      runtimes: ['runc', 'gvisor'],
+      waitMs,
+    });
 
   test('a retried submit with the same Idempotency-Key returns the same job; another body is 409', async () => {
     const headers = { 'idempotency-key': 'retry-1' };
@@ -245,7 +295,8 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
 
   test('a project may queue only so many jobs (QUEUE_FULL, 429)', async () => {
     const ids: string[] = [];
-    for (let i = 0; i < 3; i++) ids.push((await server.call('POST', '/v1/jobs', server.admin, spec('capped'))).body.id);
+    for (let i = 0; i < 3; i++)
+      ids.push((await server.call('POST', '/v1/jobs', server.admin, spec('capped'))).body.id);
     const refused = await server.call('POST', '/v1/jobs', server.admin, spec('capped'));
     assert.equal(refused.status, 429);
     assert.equal(refused.body.error.code, 'QUEUE_FULL');
@@ -256,12 +307,18 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
   });
 
   test('pagination walks every job once, newest first', async () => {
-    for (let i = 0; i < 3; i++) await server.call('POST', '/v1/jobs', server.admin, spec('pages', ['echo', String(i)]));
+    for (let i = 0; i < 3; i++)
+      await server.call('POST', '/v1/jobs', server.admin, spec('pages', ['echo', String(i)]));
     const seen: string[] = [];
     let cursor: string | null = null;
     do {
-      const page: { body: { jobs: Array<{ id: string; spec: { command: string[] } }>; nextCursor: string | null } } =
-        await server.call('GET', `/v1/jobs?project=pages&limit=2${cursor !== null ? `&cursor=${cursor}` : ''}`, server.admin);
+      const page: {
+        body: { jobs: Array<{ id: string; spec: { command: string[] } }>; nextCursor: string | null };
+      } = await server.call(
+        'GET',
+        `/v1/jobs?project=pages&limit=2${cursor !== null ? `&cursor=${cursor}` : ''}`,
+        server.admin,
+      );
       seen.push(...page.body.jobs.map((job) => job.spec.command[1] ?? ''));
       cursor = page.body.nextCursor;
     } while (cursor !== null);
@@ -276,7 +333,11 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
     const first = await claim();
     assert.equal(first.status, 200);
     assert.equal(first.body.jobId, id);
-    assert.equal((await server.call('POST', `/v1/worker/jobs/${id}/start`, server.worker, { fence: first.body.fence })).status, 200);
+    assert.equal(
+      (await server.call('POST', `/v1/worker/jobs/${id}/start`, server.worker, { fence: first.body.fence }))
+        .status,
+      200,
+    );
     await sleep(2500); // the lease (1 s) runs out; the expiry timer runs every second
     const requeued = await server.call('GET', `/v1/jobs/${id}`, server.admin);
     assert.equal(requeued.body.state, 'queued');
@@ -303,11 +364,20 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
   });
 
   test('a lease is bound to the worker token that took it', async () => {
-    const other = await server.call('POST', '/v1/tokens', server.admin, { principal: 'other-worker', role: 'worker', projects: ['*'] });
+    const other = await server.call('POST', '/v1/tokens', server.admin, {
+      principal: 'other-worker',
+      role: 'worker',
+      projects: ['*'],
+    });
     const submitted = await server.call('POST', '/v1/jobs', server.admin, spec('bound'));
     const claimed = await claim();
     assert.equal(claimed.body.jobId, submitted.body.id);
-    const foreign = await server.call('POST', `/v1/worker/jobs/${claimed.body.jobId}/heartbeat`, other.body.secret, { fence: claimed.body.fence });
+    const foreign = await server.call(
+      'POST',
+      `/v1/worker/jobs/${claimed.body.jobId}/heartbeat`,
+      other.body.secret,
+      { fence: claimed.body.fence },
+    );
     assert.equal(foreign.status, 409);
     const done = await server.call('POST', `/v1/worker/jobs/${claimed.body.jobId}/result`, server.worker, {
       fence: claimed.body.fence,
@@ -326,16 +396,52 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
     const id = claimed.body.jobId;
     assert.equal(id, submitted.body.id);
     const { fence } = claimed.body;
-    const chunk = (seq: number, text: string) => ({ seq, stream: 'stdout', data: Buffer.from(text).toString('base64') });
-    const follower = fetch(`${server.url}/v1/jobs/${id}/logs?follow=true`, { headers: { authorization: `Bearer ${server.admin}` } }).then((r) => r.text());
+    const chunk = (seq: number, text: string) => ({
+      seq,
+      stream: 'stdout',
+      data: Buffer.from(text).toString('base64'),
+    });
+    const follower = fetch(`${server.url}/v1/jobs/${id}/logs?follow=true`, {
+      headers: { authorization: `Bearer ${server.admin}` },
+    }).then((r) => r.text());
     await server.call('POST', `/v1/worker/jobs/${id}/start`, server.worker, { fence });
-    assert.equal((await server.call('POST', `/v1/worker/jobs/${id}/logs`, server.worker, { fence, chunks: [chunk(1, 'a'), chunk(2, 'b')] })).status, 200);
-    assert.equal((await server.call('POST', `/v1/worker/jobs/${id}/logs`, server.worker, { fence, chunks: [chunk(2, 'b'), chunk(3, 'c')] })).status, 200);
-    const gap = await server.call('POST', `/v1/worker/jobs/${id}/logs`, server.worker, { fence, chunks: [chunk(5, 'e')] });
+    assert.equal(
+      (
+        await server.call('POST', `/v1/worker/jobs/${id}/logs`, server.worker, {
+          fence,
+          chunks: [chunk(1, 'a'), chunk(2, 'b')],
+        })
+      ).status,
+      200,
+    );
+    assert.equal(
+      (
+        await server.call('POST', `/v1/worker/jobs/${id}/logs`, server.worker, {
+          fence,
+          chunks: [chunk(2, 'b'), chunk(3, 'c')],
+        })
+      ).status,
+      200,
+    );
+    const gap = await server.call('POST', `/v1/worker/jobs/${id}/logs`, server.worker, {
+      fence,
+      chunks: [chunk(5, 'e')],
+    });
     assert.equal(gap.status, 400);
-    await server.call('POST', `/v1/worker/jobs/${id}/result`, server.worker, { fence, outcome: 'completed', result: RESULT_OK, error: null });
-    const lines = (await follower).split('\n').filter((line) => line.trim() !== '').map((line) => JSON.parse(line));
-    const text = lines.filter((line) => 'seq' in line).map((line) => Buffer.from(line.data, 'base64').toString()).join('');
+    await server.call('POST', `/v1/worker/jobs/${id}/result`, server.worker, {
+      fence,
+      outcome: 'completed',
+      result: RESULT_OK,
+      error: null,
+    });
+    const lines = (await follower)
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => JSON.parse(line));
+    const text = lines
+      .filter((line) => 'seq' in line)
+      .map((line) => Buffer.from(line.data, 'base64').toString())
+      .join('');
     assert.equal(text, 'abc');
     assert.deepEqual(lines.at(-1), { end: { state: 'succeeded', terminal: true, exitStatus: 0 } });
   });
@@ -344,11 +450,16 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
     const queued = await server.call('POST', '/v1/jobs', server.admin, spec('cancel'));
     const cancelled = await server.call('POST', `/v1/jobs/${queued.body.id}/cancel`, server.admin);
     assert.equal(cancelled.body.state, 'cancelled');
-    assert.equal((await server.call('POST', `/v1/jobs/${queued.body.id}/cancel`, server.admin)).body.error.code, 'JOB_FINISHED');
+    assert.equal(
+      (await server.call('POST', `/v1/jobs/${queued.body.id}/cancel`, server.admin)).body.error.code,
+      'JOB_FINISHED',
+    );
     await server.call('POST', '/v1/jobs', server.admin, spec('cancel'));
     const claimed = await claim();
     await server.call('POST', `/v1/jobs/${claimed.body.jobId}/cancel`, server.admin);
-    const beat = await server.call('POST', `/v1/worker/jobs/${claimed.body.jobId}/heartbeat`, server.worker, { fence: claimed.body.fence });
+    const beat = await server.call('POST', `/v1/worker/jobs/${claimed.body.jobId}/heartbeat`, server.worker, {
+      fence: claimed.body.fence,
+    });
     assert.equal(beat.body.cancel, true);
     await server.call('POST', `/v1/worker/jobs/${claimed.body.jobId}/result`, server.worker, {
       fence: claimed.body.fence,
@@ -356,7 +467,10 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
       result: { ...RESULT_OK, exitCode: null, signal: 'SIGTERM', cancelled: true },
       error: null,
     });
-    assert.equal((await server.call('GET', `/v1/jobs/${claimed.body.jobId}`, server.admin)).body.state, 'cancelled');
+    assert.equal(
+      (await server.call('GET', `/v1/jobs/${claimed.body.jobId}`, server.admin)).body.state,
+      'cancelled',
+    );
   });
 
   test('a long-poll claim is woken by a submit', async () => {
@@ -367,7 +481,10 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
     const claimed = await waiting;
     assert.equal(claimed.body.jobId, submitted.body.id);
     assert.ok(Date.now() - started < 5000, 'woken by the submit, not by the timeout');
-    await server.call('POST', `/v1/worker/jobs/${claimed.body.jobId}/release`, server.worker, { fence: claimed.body.fence, reason: 'test' });
+    await server.call('POST', `/v1/worker/jobs/${claimed.body.jobId}/release`, server.worker, {
+      fence: claimed.body.fence,
+      reason: 'test',
+    });
     const job = await server.call('GET', `/v1/jobs/${claimed.body.jobId}`, server.admin);
     assert.equal(job.body.state, 'queued');
     await server.call('POST', `/v1/jobs/${claimed.body.jobId}/cancel`, server.admin);

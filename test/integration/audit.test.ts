@@ -25,7 +25,8 @@ describe('audit trail', () => {
   let server: TestServer;
   beforeEach(async () => {
     server = await startTestServer();
-    for (let i = 0; i < 3; i++) await server.call('POST', '/v1/jobs', server.admin, spec('audit', ['echo', String(i)]));
+    for (let i = 0; i < 3; i++)
+      await server.call('POST', '/v1/jobs', server.admin, spec('audit', ['echo', String(i)]));
     await server.call('GET', '/v1/jobs', null); // a failed login, audited too
   });
   afterEach(() => server.close());
@@ -41,7 +42,8 @@ describe('audit trail', () => {
   });
 
   test('each action is recorded: who, what, on what, outcome, source', async () => {
-    const events = (await server.call('GET', '/v1/audit/events?after=0&limit=1000', server.admin)).body.events;
+    const events = (await server.call('GET', '/v1/audit/events?after=0&limit=1000', server.admin)).body
+      .events;
     const submit = events.find((e: { action: string }) => e.action === 'job.submit');
     assert.equal(submit.actor, 'admin');
     assert.match(submit.target, /^job:job_/);
@@ -103,7 +105,9 @@ describe('audit trail', () => {
 
   test('if the audit append fails, the action fails and nothing of it is kept', async () => {
     const db = new Database(`${server.dataDir}/airlock.db`);
-    db.exec("CREATE TRIGGER audit_full BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;");
+    db.exec(
+      "CREATE TRIGGER audit_full BEFORE INSERT ON audit_events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+    );
     db.close();
     const before = await server.plane.store.read(async (tx) => tx.jobs.list({ limit: 100 }));
     const answer = await server.call('POST', '/v1/jobs', server.admin, spec('audit'));
