@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { loadConfig, SETTINGS } from '../../src/config/config.js';
+import { AirlockError } from '../../src/errors.js';
 
 /** The AirlockError loadConfig throws for a bad `name`: INVALID_CONFIG, and the message names it. */
 function refusal(name: string): { name: string; code: string; message: RegExp } {
@@ -10,7 +11,7 @@ function refusal(name: string): { name: string; code: string; message: RegExp } 
 
 describe('loadConfig', () => {
   test('an empty environment gives the documented defaults', () => {
-    assert.deepEqual(loadConfig({}), {
+    assert.deepEqual(loadConfig({ HOME: '/home/someone' }), {
       sandbox: {
         dir: '/var/lib/airlock/sandbox',
         idBase: 2_147_483_648,
@@ -19,7 +20,74 @@ describe('loadConfig', () => {
         runtimePaths: {},
         seccompProfile: undefined,
       },
+      server: {
+        dataDir: '/var/lib/airlock/data',
+        host: '127.0.0.1',
+        port: 7340,
+        leaseTtlMs: 30_000,
+        maxAttempts: 3,
+        projectQueueLimit: 1000,
+        bodyLimitBytes: 4 * 1024 * 1024,
+        logLevel: 'info',
+      },
+      client: { url: undefined, token: undefined, configFile: '/home/someone/.config/airlock/client.json' },
     });
+  });
+
+  test('reads the server and client settings', () => {
+    const config = loadConfig({
+      HOME: '/home/someone',
+      XDG_CONFIG_HOME: '/xdg',
+      AIRLOCK_DATA_DIR: '/srv/data',
+      AIRLOCK_LISTEN: '[::1]:0',
+      AIRLOCK_LEASE_TTL: '5s',
+      AIRLOCK_JOB_ATTEMPTS: '7',
+      AIRLOCK_PROJECT_QUEUE_LIMIT: '20',
+      AIRLOCK_MAX_BODY: '1M',
+      AIRLOCK_LOG_LEVEL: 'warn',
+      AIRLOCK_URL: 'https://airlock.example:7340',
+      AIRLOCK_TOKEN: 'alk_x',
+    });
+    assert.deepEqual(config.server, {
+      dataDir: '/srv/data',
+      host: '::1',
+      port: 0,
+      leaseTtlMs: 5000,
+      maxAttempts: 7,
+      projectQueueLimit: 20,
+      bodyLimitBytes: 1024 * 1024,
+      logLevel: 'warn',
+    });
+    assert.deepEqual(config.client, {
+      url: 'https://airlock.example:7340',
+      token: 'alk_x',
+      configFile: '/xdg/airlock/client.json',
+    });
+    assert.equal(
+      loadConfig({ AIRLOCK_CLIENT_CONFIG: '/etc/airlock/client.json' }).client.configFile,
+      '/etc/airlock/client.json',
+    );
+  });
+
+  test('refuses bad server and client settings with the setting named', () => {
+    for (const [name, value] of [
+      ['AIRLOCK_LISTEN', '7340'],
+      ['AIRLOCK_LISTEN', 'host:99999'],
+      ['AIRLOCK_LEASE_TTL', '10ms'],
+      ['AIRLOCK_JOB_ATTEMPTS', '0'],
+      ['AIRLOCK_MAX_BODY', '1K'],
+      ['AIRLOCK_LOG_LEVEL', 'loud'],
+      ['AIRLOCK_URL', 'ftp://x'],
+      ['AIRLOCK_DATA_DIR', 'relative'],
+      ['AIRLOCK_CLIENT_CONFIG', 'relative.json'],
+    ] as const) {
+      assert.throws(
+        () => loadConfig({ [name]: value }),
+        (error: unknown) =>
+          error instanceof AirlockError && error.code === 'INVALID_CONFIG' && error.message.startsWith(name),
+        `${name}=${value}`,
+      );
+    }
   });
 
   test('reads every setting', () => {
