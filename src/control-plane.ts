@@ -46,6 +46,8 @@ export const DATABASE_FILE = 'airlock.db';
 
 const SYSTEM: Principal = { tokenId: 'system', name: 'system', role: 'admin', projects: ['*'], source: '' };
 const EXPIRY_INTERVAL_MS = 1000;
+/** How long a graceful stop waits for requests in flight before it cuts their connections. */
+const CLOSE_GRACE_MS = 30_000;
 
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const { config, logger } = options;
@@ -120,10 +122,17 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       close: () => {
         closed ??= (async () => {
           clearInterval(expiry);
+          // Long polls and log streams end at once; requests in flight finish. A keep-alive
+          // connection that turns idle during the close is closed too (Node closes idle ones
+          // only once, at the start), and whatever is still open after the grace is cut.
           closing.abort();
+          const reap = setInterval(() => app.server.closeIdleConnections(), 100);
+          const cut = setTimeout(() => app.server.closeAllConnections(), CLOSE_GRACE_MS);
           try {
             await app.close();
           } finally {
+            clearInterval(reap);
+            clearTimeout(cut);
             await store
               .transaction(async (tx) => {
                 await audit.append(tx, { actor: 'system', action: 'server.stop', outcome: 'succeeded' });
