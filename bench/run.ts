@@ -10,6 +10,7 @@ import { findExecutable, RUNTIME_DRIVERS } from '../src/sandbox/runtimes.js';
 import { loadSeccompProfile } from '../src/sandbox/seccomp.js';
 import { prepareBareBundle } from './bare.js';
 import { writeCProject } from './build-project.js';
+import { service } from './service.js';
 import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from './stats.js';
 
 /**
@@ -25,6 +26,8 @@ import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from '.
  *  3. a real build (161 C files, make -j2) in the sandbox against the same build bare, wall
  *     time and CPU time (the bare build in a cgroup of its own, measured the same way).
  *  4. the CLI's own start-up cost.
+ *  5. the service (bench/service.ts): a trivial job end to end through `airlock up`, sustained
+ *     throughput with concurrent submitters, the server's and worker's memory.
  */
 
 const { values: args } = parseArgs({
@@ -33,12 +36,15 @@ const { values: args } = parseArgs({
     'build-pairs': { type: 'string', default: '7' },
     'build-files': { type: 'string', default: '160' },
     only: { type: 'string' },
+    'service-pairs': { type: 'string', default: '40' },
+    'service-jobs': { type: 'string', default: '120' },
+    submitters: { type: 'string', default: '4' },
   },
 });
 const PAIRS = Number(args.pairs);
 const BUILD_PAIRS = Number(args['build-pairs']);
 const BUILD_FILES = Number(args['build-files']);
-/** Run one part only: trivial, build or startup. */
+/** Run one part only: trivial, build, startup or service. */
 const ONLY = args.only;
 const part = (name: string): boolean => ONLY === undefined || ONLY === name;
 const BENCH_ROOT = '/var/lib/airlock-bench';
@@ -273,6 +279,21 @@ async function main(): Promise<void> {
     log('C build under runc');
     rows.push(...(await build()));
   }
+  let serviceLines: string[] = [];
+  if (part('service')) {
+    log('service end to end');
+    const report = await service({
+      pairs: Number(args['service-pairs']),
+      jobs: Number(args['service-jobs']),
+      submitters: Number(args.submitters),
+      cli: join(REPO, 'dist/src/cli/bin.js'),
+      root: BENCH_ROOT,
+      openEngine: (name) => openEngine(name, 0),
+      log,
+    });
+    rows.push(...report.rows);
+    serviceLines = report.lines;
+  }
   let cli: string[] = [];
   if (part('startup')) {
     log('CLI start-up');
@@ -284,6 +305,8 @@ async function main(): Promise<void> {
     `Run on ${new Date().toISOString()}: Linux ${release()}, ${cpus().length} CPUs, Node.js ${process.version}, ${versionOf('runc')}, ${versionOf('runsc')}.`,
     '',
     ...(rows.length > 0 ? [TABLE_HEADER, ...rows.map(formatRow)] : []),
+    '',
+    ...serviceLines,
     '',
     ...cli,
   ];

@@ -3,8 +3,6 @@ import { fileURLToPath } from 'node:url';
 import { buildProgram, CommanderError } from './cli/program.js';
 import { loadConfig } from './config/config.js';
 import { AirlockError, describeError } from './errors.js';
-import { SandboxEngine } from './sandbox/engine.js';
-import { loadSeccompProfile } from './sandbox/seccomp.js';
 
 /**
  * The composition root: the one place that reads the configuration and wires the parts
@@ -47,8 +45,11 @@ export async function main(argv: readonly string[]): Promise<number> {
         version: packageVersion(),
         config,
         cliEntry: fileURLToPath(new URL('./cli/bin.js', import.meta.url)),
-        openEngine: (options) =>
-          SandboxEngine.open({
+        openEngine: async (options) => {
+          // Loaded on use: client commands (`airlock run`) never load the sandbox engine.
+          const { SandboxEngine } = await import('./sandbox/engine.js');
+          const { loadSeccompProfile } = await import('./sandbox/seccomp.js');
+          return SandboxEngine.open({
             root: config.sandbox.dir,
             idBase: config.sandbox.idBase,
             idRanges: config.sandbox.idRanges,
@@ -57,7 +58,8 @@ export async function main(argv: readonly string[]): Promise<number> {
             seccomp: loadSeccompProfile(config.sandbox.seccompProfile),
             // One-shot commands prepare no disk ahead; a worker asks for its concurrency.
             preparedSlots: options?.preparedSlots ?? 0,
-          }),
+          });
+        },
       },
       (result) => {
         code = result;

@@ -2,8 +2,8 @@ import { Command, CommanderError, Option } from 'commander';
 import { RUNTIME_NAMES } from '../sandbox/job.js';
 import { registerClientCommands } from './client-commands.js';
 import type { CliContext, CommandResult } from './io.js';
-import { type SandboxCommandOptions, sandboxCommand } from './sandbox-command.js';
-import { type SelftestCommandOptions, selftestCommand } from './selftest-command.js';
+import type { SandboxCommandOptions } from './sandbox-command.js';
+import type { SelftestCommandOptions } from './selftest-command.js';
 import { registerServerCommands } from './server-commands.js';
 import { registerWorkerCommand } from './worker-command.js';
 
@@ -48,6 +48,8 @@ export function buildProgram(context: CliContext, setResult: (code: CommandResul
     .option('--print-config', 'print the OCI config the job would get, and run nothing')
     .passThroughOptions()
     .action(async (command: string[], options: SandboxCommandOptions) => {
+      // Each command's module is loaded when it runs: `airlock run` loads no sandbox code.
+      const { sandboxCommand } = await import('./sandbox-command.js');
       setResult(await sandboxCommand(context, command, options));
     });
 
@@ -59,6 +61,7 @@ export function buildProgram(context: CliContext, setResult: (code: CommandResul
     )
     .option('--json', 'print the probe results as JSON')
     .action(async (options: SelftestCommandOptions) => {
+      const { selftestCommand } = await import('./selftest-command.js');
       setResult(await selftestCommand(context, options));
     });
 
