@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ControlPlane } from '../control-plane.js';
 import { AirlockError, describeError } from '../errors.js';
 import type { CliContext, CommandResult } from './io.js';
-import { startServer, waitForAbort } from './server-command.js';
+import { serverSettings, startServer, waitForAbort } from './server-command.js';
 import type { UpCommandOptions } from './server-commands.js';
 
 /**
@@ -28,7 +28,7 @@ export async function upCommand(context: CliContext, options: UpCommandOptions):
   let worker: LocalWorker | undefined;
   try {
     await ensureClientConfig(context, plane);
-    const tokenFile = await ensureWorkerToken(plane, context.config.server.dataDir, options.dataDir);
+    const tokenFile = await ensureWorkerToken(plane, serverSettings(context, options).dataDir);
     context.stderr.write(`airlock up: server listening on ${plane.url}\n`);
     worker = new LocalWorker(context, plane.url, tokenFile, concurrency);
     await worker.start();
@@ -99,14 +99,8 @@ async function ensureClientConfig(context: CliContext, plane: ControlPlane): Pro
   context.stderr.write(`airlock up: ${path} had no token; a new admin token was written there (mode 0600)\n`);
 }
 
-async function ensureWorkerToken(
-  plane: ControlPlane,
-  defaultDir: string,
-  dataDir: string | undefined,
-): Promise<string> {
-  const { resolve } = await import('node:path');
-  const dir = dataDir === undefined ? defaultDir : resolve(dataDir);
-  const path = join(dir, WORKER_TOKEN_FILE);
+async function ensureWorkerToken(plane: ControlPlane, dataDir: string): Promise<string> {
+  const path = join(dataDir, WORKER_TOKEN_FILE);
   if (plane.firstStart?.worker != null) {
     await writeSecretFile(path, `${plane.firstStart.worker}\n`);
     return path;
