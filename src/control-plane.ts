@@ -4,7 +4,7 @@ import { buildApi } from './api/app.js';
 import { HashChainAuditLog } from './audit/audit-log.js';
 import { Authenticator } from './auth/authenticator.js';
 import type { Principal } from './auth/principal.js';
-import { FailureLimiter } from './auth/rate-limit.js';
+import { FailureLimiter, RequestLimiter } from './auth/rate-limit.js';
 import { TokenService } from './auth/token-service.js';
 import type { AirlockConfig } from './config/config.js';
 import { AirlockError, describeError } from './errors.js';
@@ -46,6 +46,9 @@ export const DATABASE_FILE = 'airlock.db';
 
 const SYSTEM: Principal = { tokenId: 'system', name: 'system', role: 'admin', projects: ['*'], source: '' };
 const EXPIRY_INTERVAL_MS = 1000;
+/** Request rate of one client token (workers are bounded by their leases instead). */
+const REQUESTS_PER_SECOND = 50;
+const REQUEST_BURST = 500;
 /** How long a graceful stop waits for requests in flight before it cuts their connections. */
 const CLOSE_GRACE_MS = 30_000;
 
@@ -72,6 +75,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       store,
       audit,
       authenticator: new Authenticator({ store, audit, limiter }),
+      requestLimiter: new RequestLimiter({
+        perSecond: REQUESTS_PER_SECOND,
+        burst: REQUEST_BURST,
+        maxKeys: 10_000,
+      }),
       jobs,
       queue,
       tokens,

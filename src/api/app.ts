@@ -8,9 +8,10 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import type { AuditLog } from '../audit/audit-log.js';
-import { wasAudited } from '../audit/audit-log.js';
+import { markAudited, wasAudited } from '../audit/audit-log.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { Principal } from '../auth/principal.js';
+import type { RequestLimiter } from '../auth/rate-limit.js';
 import type { TokenService } from '../auth/token-service.js';
 import { AirlockError, type AirlockErrorCode, describeError, isAirlockError } from '../errors.js';
 import type { JobEvents } from '../jobs/events.js';
@@ -36,6 +37,7 @@ export interface ApiDeps {
   readonly store: Store;
   readonly audit: AuditLog;
   readonly authenticator: Authenticator;
+  readonly requestLimiter: RequestLimiter;
   readonly jobs: JobService;
   readonly queue: JobQueue;
   readonly tokens: TokenService;
@@ -80,6 +82,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     // Behind no proxy by default: the source address is the socket's (rate limits, audit).
     trustProxy: false,
     return503OnClosing: true,
+    // A client has 30 s to send its whole request (slow-loris); a connection silent for 90 s
+    // is closed (long polls wait at most 30 s, log streams send a keep-alive every 15 s).
+    requestTimeout: 30_000,
+    connectionTimeout: 90_000,
     forceCloseConnections: 'idle',
     requestIdHeader: false,
     // Per-request lines are off: the audit trail records requests; errors are logged below.
@@ -124,7 +130,20 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (request) => {
     if (!request.url.startsWith('/v1/') || request.url === '/v1/openapi.json') return;
-    request.principal = await deps.authenticator.authenticate(request.headers.authorization, request.ip);
+    const who = await deps.authenticator.authenticate(request.headers.authorization, request.ip);
+    request.principal = who;
+    // Workers are bounded by their leases (a heartbeat and a log chunk per job and second at most).
+    if (who.role === 'worker') return;
+    const wait = deps.requestLimiter.take(who.tokenId);
+    if (wait > 0) {
+      const error = new AirlockError(
+        'RATE_LIMITED',
+        `this token is over its request rate; try again in ${wait} s`,
+      );
+      Object.defineProperty(error, 'retryAfterSeconds', { value: wait, enumerable: true });
+      // The first refusal of a second is audited (by the error handler); the rest are not.
+      throw deps.requestLimiter.firstRefusal(who.tokenId) ? error : markAudited(error);
+    }
   });
 
   app.setErrorHandler(async (error, request, reply) => sendError(deps, error, request, reply));

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { AuditVerification } from '../api/types.js';
 import { AirlockError, describeError } from '../errors.js';
 import type { AuditRow, Store, Tx } from '../store/store.js';
-import { canonicalJson } from './canonical.js';
+import { canonicalJson, toWellFormedText } from './canonical.js';
 
 /**
  * The audit trail: an append-only log of events (who, what, when, on what, outcome, why),
@@ -54,8 +54,15 @@ export function entryHash(row: Omit<AuditRow, 'hash'>): string {
   return createHash('sha256').update(body, 'utf8').digest('hex');
 }
 
-function bounded(text: string): string {
-  return text.length > MAX_FIELD_CHARS ? `${text.slice(0, MAX_FIELD_CHARS)}…` : text;
+/**
+ * A field as it is hashed and stored: well-formed (a lone surrogate — from a request or an
+ * error message quoting one — would be stored as U+FFFD and no longer match its hash) and
+ * cut by code points, never inside a surrogate pair.
+ */
+export function bounded(text: string): string {
+  const whole = toWellFormedText(text);
+  if (whole.length <= MAX_FIELD_CHARS) return whole;
+  return `${Array.from(whole).slice(0, MAX_FIELD_CHARS).join('')}…`;
 }
 
 export class HashChainAuditLog implements AuditLog {
@@ -100,12 +107,18 @@ export class HashChainAuditLog implements AuditLog {
 
   /** Walks the whole log from the first entry; names the first entry that does not verify. */
   async verify(store: Store): Promise<AuditVerification> {
-    return store.read(async (tx) => verifyChain(tx));
+    return verifyChain(store);
   }
 }
 
-/** The chain check, on any transaction (the API's store, or an offline copy of the database). */
-export async function verifyChain(tx: Tx): Promise<AuditVerification> {
+/**
+ * The chain check, on any store (the API's, or an offline copy of the database). It reads
+ * page by page, each page a read of its own, and yields between pages: a long log must not
+ * hold the store — and every request behind it — for the whole walk. Entries never change
+ * once written, so pages read at different times still form one log; the walk ends at the
+ * head read together with the last (empty) page, so appends made meanwhile are walked too.
+ */
+export async function verifyChain(store: Pick<Store, 'read'>): Promise<AuditVerification> {
   let expectedSeq = 1;
   let prevHash = GENESIS_HASH;
   let entries = 0;
@@ -116,7 +129,10 @@ export async function verifyChain(tx: Tx): Promise<AuditVerification> {
     head: null,
   });
   for (;;) {
-    const page = await tx.audit.after(expectedSeq - 1, VERIFY_PAGE);
+    const { page, head } = await store.read(async (tx) => ({
+      page: await tx.audit.after(expectedSeq - 1, VERIFY_PAGE),
+      head: await tx.audit.head(),
+    }));
     for (const row of page) {
       if (row.seq !== expectedSeq)
         return bad(
@@ -137,25 +153,27 @@ export async function verifyChain(tx: Tx): Promise<AuditVerification> {
       expectedSeq += 1;
       entries += 1;
     }
-    if (page.length < VERIFY_PAGE) break;
+    if (page.length > 0) {
+      await new Promise((resolve) => setImmediate(resolve));
+      continue;
+    }
+    const lastSeq = expectedSeq - 1;
+    if (head === null && lastSeq > 0) return bad(lastSeq, 'the head record of the log is missing');
+    if (head !== null && (head.seq !== lastSeq || head.hash !== prevHash)) {
+      return bad(
+        Math.min(head.seq, lastSeq + 1),
+        head.seq > lastSeq
+          ? `the log ends at entry ${lastSeq} but its head records entry ${head.seq}: the tail was cut off`
+          : `the head records entry ${head.seq} with another hash than the log's last entry ${lastSeq}`,
+      );
+    }
+    return {
+      ok: true,
+      entries,
+      firstBad: null,
+      head: head === null ? null : { seq: head.seq, hash: head.hash },
+    };
   }
-  const head = await tx.audit.head();
-  const lastSeq = expectedSeq - 1;
-  if (head === null && lastSeq > 0) return bad(lastSeq, 'the head record of the log is missing');
-  if (head !== null && (head.seq !== lastSeq || head.hash !== prevHash)) {
-    return bad(
-      Math.min(head.seq, lastSeq + 1),
-      head.seq > lastSeq
-        ? `the log ends at entry ${lastSeq} but its head records entry ${head.seq}: the tail was cut off`
-        : `the head records entry ${head.seq} with another hash than the log's last entry ${lastSeq}`,
-    );
-  }
-  return {
-    ok: true,
-    entries,
-    firstBad: null,
-    head: head === null ? null : { seq: head.seq, hash: head.hash },
-  };
 }
 
 const auditedErrors = new WeakSet<object>();

@@ -25,3 +25,16 @@ export function canonicalJson(value: unknown, depth = 0): string {
       throw new TypeError(`canonicalJson: cannot encode a ${typeof value}`);
   }
 }
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+const LONE_SURROGATES = new RegExp(LONE_SURROGATE.source, 'g');
+
+/** Whether `text` is well-formed UTF-16 (no lone surrogate), i.e. encodable as UTF-8 exactly. */
+export function isWellFormedText(text: string): boolean {
+  return !LONE_SURROGATE.test(text);
+}
+
+/** `text` with every lone surrogate replaced by U+FFFD, as a UTF-8 store would keep it. */
+export function toWellFormedText(text: string): string {
+  return text.replace(LONE_SURROGATES, '\uFFFD');
+}

@@ -9,7 +9,7 @@ import { verifyChain } from './audit-log.js';
 export async function verifyAuditDatabase(path: string): Promise<AuditVerification> {
   const store = SqliteStore.open({ path, readonly: true });
   try {
-    return await store.read(async (tx) => verifyChain(tx));
+    return await verifyChain(store);
   } finally {
     await store.close();
   }

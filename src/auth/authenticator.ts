@@ -9,8 +9,10 @@ import { parseToken, secretMatches } from './tokens.js';
  * Bearer-token authentication. Fails closed: no header, a malformed token, an unknown id, a
  * wrong secret, an expired or revoked token — all UNAUTHENTICATED with the same message, so
  * the answer does not tell which part was wrong (the audit event does). Failures count
- * against the source address and the token id; past the limit both are refused with
- * RATE_LIMITED (429, Retry-After) before any lookup, even for a correct token.
+ * against the source address and the token id; past the limit (10 a minute) further failures
+ * from that source or for that token id answer RATE_LIMITED (429, Retry-After). A valid
+ * token is never refused by the limit: with `airlock up` or behind a proxy every client has
+ * the same source address, and a stranger's bad guesses must not lock the worker out.
  */
 
 export interface AuthenticatorOptions {
@@ -18,10 +20,6 @@ export interface AuthenticatorOptions {
   readonly audit: AuditLog;
   readonly limiter: FailureLimiter;
   readonly now?: () => number;
-}
-
-export interface RateLimitedError extends AirlockError {
-  readonly retryAfterSeconds: number;
 }
 
 const REFUSAL = 'missing, unknown, expired or revoked API token';
@@ -39,39 +37,39 @@ export class Authenticator {
     const presented = /^Bearer ([\x21-\x7e]{1,256})$/.exec(authorization ?? '')?.[1];
     const parsed = presented === undefined ? null : parseToken(presented);
     const keys = [`source:${source}`, ...(parsed !== null ? [`token:${parsed.id}`] : [])];
-    for (const key of keys) {
-      const retryAfter = this.#o.limiter.retryAfter(key);
-      if (retryAfter > 0) {
-        if (this.#o.limiter.firstRefusal(key)) {
+    const refuse = async (why: string): Promise<never> => {
+      // Past the limit a failure is answered 429, and only the first refusal of a window is
+      // audited (a flood must not fill the disk with fsync'd events). Below it, 401.
+      for (const key of keys) {
+        const retryAfter = this.#o.limiter.retryAfter(key);
+        if (retryAfter === 0) continue;
+        if (this.#o.limiter.firstRefusal(key))
           await this.#record(
             'auth.rate_limited',
             parsed?.id ?? '',
             source,
-            `too many failed authentications (${key})`,
+            `too many failed authentications (${key}); the last: ${why}`,
           );
-        }
         const error = new AirlockError(
           'RATE_LIMITED',
           `too many failed authentications; try again in ${retryAfter} s`,
-        ) as AirlockError & { retryAfterSeconds: number };
-        error.retryAfterSeconds = retryAfter;
+        );
+        Object.defineProperty(error, 'retryAfterSeconds', { value: retryAfter, enumerable: true });
         throw markAudited(error);
       }
-    }
-    const fail = async (why: string): Promise<never> => {
       for (const key of keys) this.#o.limiter.fail(key);
       await this.#record('auth.failed', parsed === null ? '' : `token:${parsed.id}`, source, why);
       throw markAudited(new AirlockError('UNAUTHENTICATED', REFUSAL));
     };
-    if (authorization === undefined) return fail('no Authorization header');
-    if (parsed === null) return fail('malformed bearer token');
+    if (authorization === undefined) return refuse('no Authorization header');
+    if (parsed === null) return refuse('malformed bearer token');
     const row = await this.#o.store.read(async (tx) => tx.tokens.get(parsed.id));
     // The secret is compared even for an unknown id, so timing does not tell ids apart.
     const matches = secretMatches(parsed.secret, row?.hash ?? '0'.repeat(64));
-    if (row === null) return fail('unknown token id');
-    if (!matches) return fail('wrong secret for the token id');
-    if (row.revokedAt !== null) return fail('revoked token');
-    if (row.expiresAt !== null && row.expiresAt <= this.#now()) return fail('expired token');
+    if (row === null) return refuse('unknown token id');
+    if (!matches) return refuse('wrong secret for the token id');
+    if (row.revokedAt !== null) return refuse('revoked token');
+    if (row.expiresAt !== null && row.expiresAt <= this.#now()) return refuse('expired token');
     return { tokenId: row.id, name: row.principal, role: row.role, projects: row.projects, source };
   }
 

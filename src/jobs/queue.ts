@@ -1,6 +1,6 @@
 import type { ClaimedJob, ClaimRequest, JobState, LeaseStatus, LogLine, ResultReport } from '../api/types.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import { type Principal, requireAction } from '../auth/principal.js';
+import { type Principal, requireAction, visibleProjects } from '../auth/principal.js';
 import { AirlockError } from '../errors.js';
 import type { JobRow, Store, Tx } from '../store/store.js';
 import type { JobEvents } from './events.js';
@@ -47,7 +47,7 @@ export class JobQueue {
     requireAction(who, 'worker.protocol');
     const deadline = this.#now() + request.waitMs;
     for (;;) {
-      const claimed = await this.#tryClaim(who, request);
+      const claimed = await this.#tryClaim(who, request, stop);
       if (claimed !== null || stop.aborted) return claimed;
       const left = deadline - this.#now();
       if (left <= 0) return null;
@@ -65,9 +65,16 @@ export class JobQueue {
     }
   }
 
-  async #tryClaim(who: Principal, request: ClaimRequest): Promise<ClaimedJob | null> {
+  async #tryClaim(who: Principal, request: ClaimRequest, stop: AbortSignal): Promise<ClaimedJob | null> {
+    // A worker token takes only jobs of its projects.
+    const projects = visibleProjects(who);
+    // Look first without the write lock: an idle worker's polls must not serialize writers.
+    const candidate = await this.#o.store.read(async (tx) => tx.jobs.nextQueued(request.runtimes, projects));
+    if (candidate === null) return null;
     return this.#o.store.transaction(async (tx) => {
-      const row = await tx.jobs.nextQueued(request.runtimes);
+      // A worker that went away while it waited gets nothing (the job would sit leased).
+      if (stop.aborted) return null;
+      const row = await tx.jobs.nextQueued(request.runtimes, projects);
       if (row === null) return null;
       const now = this.#now();
       checkMove(row.state, 'leased');

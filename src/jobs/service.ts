@@ -31,7 +31,11 @@ export interface SubmitOutcome {
   readonly created: boolean;
 }
 
+/** A principal may have this many projects' worth of queued jobs (AIRLOCK_PROJECT_QUEUE_LIMIT each). */
+const PRINCIPAL_QUEUE_FACTOR = 10;
 const LOG_PAGE = 256;
+/** A page of log lines holds at most about this many bytes (one chunk is at most 64 KiB). */
+const LOG_PAGE_BYTES = 1024 * 1024;
 
 export class JobService {
   readonly #o: JobServiceOptions;
@@ -54,9 +58,10 @@ export class JobService {
           const earlier = await tx.jobs.byIdempotencyKey(who.name, idempotencyKey);
           if (earlier !== null) {
             if (earlier.requestHash !== requestHash)
+              // The earlier job is not named: it may belong to a project outside this token.
               throw new AirlockError(
                 'IDEMPOTENCY_KEY_REUSED',
-                `Idempotency-Key "${idempotencyKey}" was used for another request (job ${earlier.id})`,
+                `Idempotency-Key "${idempotencyKey}" was used before for another request; use a new key`,
               );
             await this.#o.audit.append(tx, {
               actor: who.name,
@@ -75,6 +80,14 @@ export class JobService {
           throw new AirlockError(
             'QUEUE_FULL',
             `project "${spec.project}" already has ${queued} queued jobs (the limit is ${this.#o.projectQueueLimit})`,
+          );
+        // And ten projects' worth per principal: new project names are no way around the bound.
+        const mine = await tx.jobs.countQueuedBy(who.name);
+        const principalLimit = this.#o.projectQueueLimit * PRINCIPAL_QUEUE_FACTOR;
+        if (mine >= principalLimit)
+          throw new AirlockError(
+            'QUEUE_FULL',
+            `${who.name} already has ${mine} queued jobs (the limit is ${principalLimit})`,
           );
         const now = this.#now();
         const row = await tx.jobs.insert({
@@ -236,7 +249,12 @@ export class JobService {
   /** Log lines after `afterSeq`, at most a page, and the job's state now. */
   async logsAfter(id: string, afterSeq: number): Promise<{ lines: LogLine[]; end: LogEnd }> {
     return this.#o.store.read(async (tx) => {
-      const rows = await tx.logs.after(id, afterSeq, LOG_PAGE);
+      const all = await tx.logs.after(id, afterSeq, LOG_PAGE);
+      let bytes = 0;
+      const rows = all.filter((row, index) => {
+        bytes += row.data.length;
+        return index === 0 || bytes <= LOG_PAGE_BYTES;
+      });
       const job = await tx.jobs.get(id);
       if (job === null) throw new AirlockError('NOT_FOUND', `no job ${id}`);
       return {

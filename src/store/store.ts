@@ -81,8 +81,9 @@ export interface JobRepo {
   byIdempotencyKey(submittedBy: string, key: string): Awaitable<JobRow | null>;
   list(filter: JobFilter): Awaitable<JobRow[]>;
   countQueued(project: string): Awaitable<number>;
-  /** The oldest queued job whose runtime is one of `runtimes`. */
-  nextQueued(runtimes: readonly string[]): Awaitable<JobRow | null>;
+  countQueuedBy(submittedBy: string): Awaitable<number>;
+  /** The oldest queued job whose runtime is one of `runtimes` (and project one of `projects`, when given). */
+  nextQueued(runtimes: readonly string[], projects?: readonly string[]): Awaitable<JobRow | null>;
   /** Leased or running jobs whose lease ended before `now`. */
   expiredLeases(now: number, limit: number): Awaitable<JobRow[]>;
   /** Writes every mutable column of the row (state machine moves happen in the service). */

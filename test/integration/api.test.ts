@@ -80,6 +80,20 @@ describe('API: input validation', () => {
     }
   });
 
+  test('lone surrogates (half characters) are refused, and cannot break the audit chain', async () => {
+    for (const text of [
+      '{"version":1,"project":"web","command":["\\ud800"]}',
+      '{"\\udc00":1}',
+      '[\u{1F600}]',
+    ]) {
+      const { status, body } = await server.call('POST', '/v1/jobs', server.admin, text);
+      assert.equal(status, 400, text);
+      assert.equal(body.error.code, 'INVALID_REQUEST');
+    }
+    const verify = await server.call('GET', '/v1/audit/verify', server.admin);
+    assert.equal(verify.body.ok, true, JSON.stringify(verify.body.firstBad));
+  });
+
   test('bounds: out-of-range resources, oversize arrays, bad names and a wrong content type', async () => {
     const cases: Array<[unknown, string?]> = [
       [{ ...spec(), resources: { memoryMiB: 1 } }],
@@ -222,7 +236,7 @@ describe('API: authentication and authorization', () => {
     assert.equal((await server.call('GET', '/v1/audit/verify', viewer.secret)).status, 403);
   });
 
-  test('brute force: after 10 failures from one source, 429 with Retry-After — even for a good token', async () => {
+  test('brute force: after 10 failures from one source, 429 with Retry-After; a valid token still works', async () => {
     const fresh = await startTestServer();
     try {
       let limited: Awaited<ReturnType<TestServer['call']>> | undefined;
@@ -241,7 +255,9 @@ describe('API: authentication and authorization', () => {
       assert.ok(limited, 'no 429 within 15 failures');
       assert.equal(limited.body.error.code, 'RATE_LIMITED');
       assert.match(limited.headers.get('retry-after') ?? '', /^\d+$/);
-      assert.equal((await fresh.call('GET', '/v1/jobs', fresh.admin)).status, 429);
+      // A stranger's guesses must not lock out the worker or the admin on the same address.
+      assert.equal((await fresh.call('GET', '/v1/jobs', fresh.admin)).status, 200);
+      assert.equal((await fresh.call('GET', '/v1/jobs', 'nonsense')).status, 429);
       // The failures and the refusal are in the audit trail.
       const events = await fresh.plane.store.read(async (tx) => tx.audit.after(0, 1000));
       assert.ok(events.filter((e) => e.action === 'auth.failed').length >= 10);
@@ -488,5 +504,87 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
     const job = await server.call('GET', `/v1/jobs/${claimed.body.jobId}`, server.admin);
     assert.equal(job.body.state, 'queued');
     await server.call('POST', `/v1/jobs/${claimed.body.jobId}/cancel`, server.admin);
+  });
+});
+
+describe('API: what one token may hold or do', () => {
+  let server: TestServer;
+  before(async () => {
+    server = await startTestServer();
+  });
+  after(() => server.close());
+
+  test('a worker token scoped to projects claims only their jobs', async () => {
+    const scoped = await server.call('POST', '/v1/tokens', server.admin, {
+      principal: 'web-worker',
+      role: 'worker',
+      projects: ['web'],
+    });
+    const secret = await server.call('POST', '/v1/jobs', server.admin, spec('secret'));
+    const none = await server.call('POST', '/v1/worker/claim', scoped.body.secret, {
+      worker: 'w',
+      runtimes: ['runc'],
+      waitMs: 0,
+    });
+    assert.equal(none.status, 204, 'a job of another project must not be handed out');
+    const web = await server.call('POST', '/v1/jobs', server.admin, spec('web'));
+    const claimed = await server.call('POST', '/v1/worker/claim', scoped.body.secret, {
+      worker: 'w',
+      runtimes: ['runc'],
+      waitMs: 0,
+    });
+    assert.equal(claimed.body.jobId, web.body.id);
+    await server.call('POST', `/v1/jobs/${secret.body.id}/cancel`, server.admin);
+    await server.call('POST', `/v1/jobs/${web.body.id}/cancel`, server.admin);
+  });
+
+  test('open log streams per token are bounded (429 past 32)', async () => {
+    const submitted = await server.call('POST', '/v1/jobs', server.admin, spec('streams'));
+    const id = submitted.body.id;
+    const controllers: AbortController[] = [];
+    try {
+      const opened: Response[] = [];
+      for (let i = 0; i < 32; i++) {
+        const controller = new AbortController();
+        controllers.push(controller);
+        opened.push(
+          await fetch(`${server.url}/v1/jobs/${id}/logs?follow=true`, {
+            headers: { authorization: `Bearer ${server.admin}` },
+            signal: controller.signal,
+          }),
+        );
+      }
+      assert.ok(opened.every((response) => response.status === 200));
+      const refused = await server.call('GET', `/v1/jobs/${id}/logs?follow=true`, server.admin);
+      assert.equal(refused.status, 429);
+      assert.equal(refused.body.error.code, 'RATE_LIMITED');
+    } finally {
+      for (const controller of controllers) controller.abort();
+    }
+    // Closed streams give their places back.
+    await sleep(200);
+    const again = await server.call('GET', `/v1/jobs/${id}/logs`, server.admin);
+    assert.equal(again.status, 200);
+    await server.call('POST', `/v1/jobs/${id}/cancel`, server.admin);
+  });
+
+  test('a client token past its request rate gets 429 with Retry-After; refusals are audited once a second', async () => {
+    const viewer = await server.call('POST', '/v1/tokens', server.admin, {
+      principal: 'busy-viewer',
+      role: 'viewer',
+      projects: ['*'],
+    });
+    const answers = await Promise.all(
+      Array.from({ length: 700 }, () => server.call('GET', '/v1/whoami', viewer.body.secret)),
+    );
+    const limited = answers.filter((answer) => answer.status === 429);
+    assert.ok(limited.length > 0, 'no 429 in 700 requests at once');
+    assert.match(limited[0]?.headers.get('retry-after') ?? '', /^\d+$/);
+    const events = await server.plane.store.read(async (tx) => tx.audit.last(2000));
+    const refusals = events.filter((e) => e.actor === 'busy-viewer' && e.reason.startsWith('RATE_LIMITED'));
+    assert.ok(
+      refusals.length >= 1 && refusals.length < limited.length,
+      `${refusals.length} of ${limited.length} audited`,
+    );
   });
 });

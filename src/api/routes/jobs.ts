@@ -12,7 +12,7 @@ import {
   WhoAmISchema,
 } from '../schemas.js';
 import type { JobSpecV1, JobState, WhoAmI } from '../types.js';
-import { errorResponses, principalOf } from './principal.js';
+import { errorResponses, PerTokenCap, principalOf } from './principal.js';
 
 /** Jobs: submit, get, list, cancel, logs (NDJSON, optionally following), and whoami. */
 
@@ -20,7 +20,11 @@ const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
 /** A following log stream writes an empty line this often, so proxies keep it open. */
 const KEEPALIVE_MS = 15_000;
 
+/** Most log streams one token may hold open at once. */
+export const MAX_STREAMS_PER_TOKEN = 32;
+
 export function jobRoutes(deps: ApiDeps): FastifyPluginAsync {
+  const streams = new PerTokenCap(MAX_STREAMS_PER_TOKEN, 'open log streams');
   return async (app) => {
     app.get(
       '/whoami',
@@ -29,6 +33,14 @@ export function jobRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request): Promise<WhoAmI> => {
         const who = principalOf(request);
+        await deps.store.transaction(async (tx) => {
+          await deps.audit.append(tx, {
+            actor: who.name,
+            action: 'auth.whoami',
+            outcome: 'succeeded',
+            source: who.source,
+          });
+        });
         return { tokenId: who.tokenId, principal: who.name, role: who.role, projects: [...who.projects] };
       },
     );
@@ -121,17 +133,29 @@ export function jobRoutes(deps: ApiDeps): FastifyPluginAsync {
       async (request, reply) => {
         const { id } = request.params as Static<typeof JobIdParams>;
         const query = request.query as Static<typeof LogsQuery>;
-        await deps.jobs.openLogs(principalOf(request), id);
+        const who = principalOf(request);
+        await deps.jobs.openLogs(who, id);
         const follow = query.follow === 'true';
+        // Open streams are bounded per token: each holds a connection and a waiter.
+        const release = streams.acquire(who.tokenId);
         const gone = new AbortController();
-        request.raw.socket.once('close', () => gone.abort());
+        // On the response, not the socket: a keep-alive socket serves many requests, and a
+        // listener per request on it would pile up.
+        reply.raw.once('close', () => {
+          gone.abort();
+          release();
+        });
         const stop = AbortSignal.any([gone.signal, deps.closing]);
-        const lines = followLogs(deps, id, Number(query.after ?? '0'), follow, stop);
+        // One page at a time (highWaterMark 1): a reader that does not read holds one page of
+        // at most LOG_PAGE_BYTES, not sixteen.
+        const lines = Readable.from(followLogs(deps, id, Number(query.after ?? '0'), follow, stop), {
+          highWaterMark: 1,
+        });
         return reply
           .type('application/x-ndjson')
           .header('cache-control', 'no-store')
           .header('x-content-type-options', 'nosniff')
-          .send(Readable.from(lines));
+          .send(lines);
       },
     );
   };

@@ -12,10 +12,14 @@ import {
   StateSchema,
 } from '../schemas.js';
 import type { ClaimRequest, LogChunks, ResultReport } from '../types.js';
-import { errorResponses, principalOf } from './principal.js';
+import { errorResponses, PerTokenCap, principalOf } from './principal.js';
 
 /** The worker protocol (worker tokens only): claim, start, heartbeat, logs, result, release. */
+/** Most long polls one worker token may hold at once (a worker runs at most 64 jobs). */
+const MAX_CLAIMS_PER_TOKEN = 64;
+
 export function workerRoutes(deps: ApiDeps): FastifyPluginAsync {
+  const claims = new PerTokenCap(MAX_CLAIMS_PER_TOKEN, 'waiting claims');
   return async (app) => {
     app.post(
       '/claim',
@@ -31,15 +35,22 @@ export function workerRoutes(deps: ApiDeps): FastifyPluginAsync {
         },
       },
       async (request, reply) => {
+        const who = principalOf(request);
+        const release = claims.acquire(who.tokenId);
         const gone = new AbortController();
-        request.raw.socket.once('close', () => gone.abort());
-        const claimed = await deps.queue.claim(
-          principalOf(request),
-          request.body as ClaimRequest,
-          AbortSignal.any([gone.signal, deps.closing]),
-        );
-        if (claimed === null) return reply.status(204).send();
-        return claimed;
+        const onClose = (): void => gone.abort();
+        reply.raw.once('close', onClose);
+        try {
+          const claimed = await deps.queue.claim(
+            who,
+            request.body as ClaimRequest,
+            AbortSignal.any([gone.signal, deps.closing]),
+          );
+          if (claimed === null) return reply.status(204).send();
+          return claimed;
+        } finally {
+          release();
+        }
       },
     );
     const id = (request: { params: unknown }): string => (request.params as Static<typeof JobIdParams>).id;

@@ -1,4 +1,4 @@
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { JobState, TokenRole } from '../../api/types.js';
@@ -203,6 +203,9 @@ function statements(db: Db) {
     jobGet: db.prepare('SELECT * FROM jobs WHERE id = ?'),
     jobByKey: db.prepare('SELECT * FROM jobs WHERE submitted_by = ? AND idempotency_key = ?'),
     jobCountQueued: db.prepare("SELECT COUNT(*) AS n FROM jobs WHERE project = ? AND state = 'queued'"),
+    jobCountQueuedBy: db.prepare(
+      "SELECT COUNT(*) AS n FROM jobs WHERE submitted_by = ? AND state = 'queued'",
+    ),
     jobExpired: db.prepare(
       `SELECT * FROM jobs WHERE lease_expires_at < ? AND state IN ('leased', 'running')
        ORDER BY lease_expires_at LIMIT ?`,
@@ -299,10 +302,13 @@ class SqliteTx implements Tx {
         return (db.prepare(sql).all(...params, filter.limit) as JobDbRow[]).map(jobFromDb);
       },
       countQueued: (project) => (s.jobCountQueued.get(project) as { n: number }).n,
-      nextQueued: (runtimes) => {
-        if (runtimes.length === 0) return null;
-        const sql = `SELECT * FROM jobs WHERE state = 'queued' AND runtime IN (${runtimes.map(() => '?').join(', ')}) ORDER BY seq LIMIT 1`;
-        const row = db.prepare(sql).get(...runtimes) as JobDbRow | undefined;
+      countQueuedBy: (submittedBy) => (s.jobCountQueuedBy.get(submittedBy) as { n: number }).n,
+      nextQueued: (runtimes, projects) => {
+        if (runtimes.length === 0 || projects?.length === 0) return null;
+        const inList = (values: readonly string[]): string => values.map(() => '?').join(', ');
+        const byProject = projects === undefined ? '' : ` AND project IN (${inList(projects)})`;
+        const sql = `SELECT * FROM jobs WHERE state = 'queued' AND runtime IN (${inList(runtimes)})${byProject} ORDER BY seq LIMIT 1`;
+        const row = db.prepare(sql).get(...runtimes, ...(projects ?? [])) as JobDbRow | undefined;
         return row === undefined ? null : jobFromDb(row);
       },
       expiredLeases: (now, limit) => (s.jobExpired.all(now, limit) as JobDbRow[]).map(jobFromDb),
@@ -373,10 +379,28 @@ export class SqliteStore implements Store {
       if (options.readonly === true) {
         db = new Database(options.path, { readonly: true, fileMustExist: true });
       } else {
-        // The database holds token hashes and job specs: root-only directory and file.
-        mkdirSync(dirname(options.path), { recursive: true, mode: 0o700 });
-        closeSync(openSync(options.path, 'a', 0o600));
-        chmodSync(options.path, 0o600);
+        // The database holds token hashes, job specs and the audit trail: its directory must be
+        // a real directory no one else can write (else the file could be swapped under us), and
+        // the file is opened without following a link and made 0600.
+        const dir = dirname(options.path);
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        const info = lstatSync(dir);
+        if (!info.isDirectory())
+          throw new AirlockError(
+            'STORE_FAILED',
+            `the data directory ${dir} is a symbolic link or not a directory`,
+          );
+        if ((info.mode & 0o022) !== 0 || info.uid !== process.getuid?.())
+          throw new AirlockError(
+            'STORE_FAILED',
+            `the data directory ${dir} must belong to this user and not be writable by group or others (chmod 700 ${dir})`,
+          );
+        const fd = openSync(options.path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+        try {
+          fchmodSync(fd, 0o600);
+        } finally {
+          closeSync(fd);
+        }
         db = new Database(options.path);
         db.pragma('journal_mode = WAL');
         // FULL: a commit is on disk before the API answers (queue and audit must survive a crash).
@@ -385,6 +409,7 @@ export class SqliteStore implements Store {
         db.pragma('busy_timeout = 5000');
       }
     } catch (error) {
+      if (error instanceof AirlockError) throw error;
       throw new AirlockError(
         'STORE_FAILED',
         `cannot open the database ${options.path}: ${describeError(error)}`,
