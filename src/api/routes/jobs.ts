@@ -169,6 +169,9 @@ async function* followLogs(
   stop: AbortSignal,
 ): AsyncGenerator<string> {
   let seq = after;
+  // A first (empty) line at once: the client gets the answer's headers now, not with the
+  // job's first output or the first keep-alive 15 s later.
+  if (follow) yield '\n';
   for (;;) {
     // Subscribe before reading, so a chunk stored between the read and the wait still wakes us.
     let wake: () => void = () => undefined;
