@@ -2,7 +2,7 @@ import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
-import type { AirlockConfig } from '../config/config.js';
+import { type AirlockConfig, isHttpUrl } from '../config/config.js';
 import { DURATION_FORMS, parseDuration } from '../config/units.js';
 import { AirlockError, describeError } from '../errors.js';
 import type { CliContext, CommandResult } from './io.js';
@@ -86,14 +86,7 @@ export async function resolveWorkerSettings(
       'INVALID_OPTION',
       'no server URL: give --server URL or set AIRLOCK_URL (e.g. http://127.0.0.1:7340)',
     );
-  let parsed: URL | undefined;
-  try {
-    parsed = new URL(url);
-  } catch {
-    parsed = undefined;
-  }
-  if (parsed === undefined || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:'))
-    bad('server', `must be an http:// or https:// URL, got "${url}"`);
+  if (!isHttpUrl(url)) bad('server', `must be an http:// or https:// URL, got "${url}"`);
 
   let token: string;
   if (options.tokenFile !== undefined) token = await readTokenFile(options.tokenFile);

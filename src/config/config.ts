@@ -215,6 +215,16 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AirlockConfig 
 
 type Getter = (name: SettingName) => string | undefined;
 
+/** Whether `text` is an absolute http:// or https:// URL (a server's address). */
+export function isHttpUrl(text: string): boolean {
+  try {
+    const { protocol } = new URL(text);
+    return protocol === 'http:' || protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
 function duration(name: SettingName, text: string, minMs: number, maxMs: number): number {
   const value = parseDuration(text);
   if (value === null || value < minMs || value > maxMs)
@@ -261,16 +271,8 @@ function serverSettings(get: Getter): AirlockConfig['server'] {
 
 function clientSettings(get: Getter, env: NodeJS.ProcessEnv): AirlockConfig['client'] {
   const url = get('AIRLOCK_URL');
-  if (url !== undefined) {
-    let parsed: URL | undefined;
-    try {
-      parsed = new URL(url);
-    } catch {
-      parsed = undefined;
-    }
-    if (parsed === undefined || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:'))
-      invalid('AIRLOCK_URL', `must be an http:// or https:// URL, got "${url}"`);
-  }
+  if (url !== undefined && !isHttpUrl(url))
+    invalid('AIRLOCK_URL', `must be an http:// or https:// URL, got "${url}"`);
   const configured = get('AIRLOCK_CLIENT_CONFIG');
   const home = env.HOME === undefined || env.HOME === '' ? homedir() : env.HOME;
   const xdg = env.XDG_CONFIG_HOME;
