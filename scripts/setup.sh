@@ -4,7 +4,8 @@
 #                mount + util-linux (loop mounts), perl (selftest probes);
 #                with --for-tests also gcc and libc6-dev (a static i386-ABI test program);
 #                with --for-bench also gcc and make (the build benchmark);
-#   npm packages: `npm ci` when node_modules is missing or older than package-lock.json;
+#   npm packages: `npm ci` when node_modules is missing or older than package-lock.json
+#                (with python3, make and g++ for the native build of better-sqlite3);
 #   the build:    `npm run build` when dist/ is missing or older than a source file.
 # Progress goes to stderr, so `./airlock ... --json` keeps a clean stdout.
 # Usage: sh scripts/setup.sh [--for-tests] [--for-bench] [--quiet]
@@ -46,6 +47,14 @@ need mkfs.ext4 e2fsprogs
 need losetup mount
 need mount mount
 need perl perl-base
+npm_needed=0
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm_needed=1
+  # npm ci builds better-sqlite3 (the embedded database) from source with node-gyp.
+  need python3 python3
+  need make make
+  need g++ g++
+fi
 if [ "$bench" = 1 ]; then
   need gcc gcc
   need make make
@@ -87,9 +96,9 @@ if [ -n "$missing" ]; then
 fi
 
 # --- npm packages and build -------------------------------------------------------------------
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  say "installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error >&2 || fail "npm ci failed: is the npm registry reachable?"
+if [ "$npm_needed" = 1 ]; then
+  say "installing npm packages (npm ci; better-sqlite3 is compiled, about a minute)"
+  npm ci --no-audit --no-fund --loglevel=error >&2 || fail "npm ci failed (see above): is the npm registry reachable, and did the build of better-sqlite3 find python3, make and g++?"
 fi
 stamp=dist/.build-stamp
 if [ ! -f "$stamp" ] || [ -n "$(find src test bench package.json tsconfig.json -newer "$stamp" -print 2>/dev/null | head -n 1)" ]; then
