@@ -113,6 +113,11 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   app.addSchema({ ...ErrorSchema, $id: 'Error' });
 
   await app.register(fastifySwagger, {
+    // Shared schemas keep their names (JobSpecV1, Error) in components.schemas.
+    refResolver: {
+      buildLocalReference: (json, _baseUri, _fragment, i) =>
+        typeof json.$id === 'string' ? json.$id : `def-${i}`,
+    },
     openapi: {
       openapi: '3.0.3',
       info: {
