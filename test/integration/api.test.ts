@@ -134,6 +134,10 @@ describe('API: input validation', () => {
       '/v1/worker/claim',
     ])
       assert.ok(path in body.paths, path);
+    assert.deepEqual(body.paths['/v1/jobs'].post.requestBody.content['application/json'].schema, {
+      $ref: '#/components/schemas/JobSpecV1',
+    });
+    assert.equal(body.components.schemas.JobSpecV1.additionalProperties, false);
   });
 
   test('/healthz and /readyz answer without a token', async () => {
