@@ -47,8 +47,8 @@ export const DATABASE_FILE = 'airlock.db';
 const SYSTEM: Principal = { tokenId: 'system', name: 'system', role: 'admin', projects: ['*'], source: '' };
 const EXPIRY_INTERVAL_MS = 1000;
 /** Request rate of one client token (workers are bounded by their leases instead). */
-const REQUESTS_PER_SECOND = 50;
-const REQUEST_BURST = 500;
+const REQUESTS_PER_SECOND = 100;
+const REQUEST_BURST = 1000;
 /** How long a graceful stop waits for requests in flight before it cuts their connections. */
 const CLOSE_GRACE_MS = 30_000;
 
