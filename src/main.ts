@@ -20,6 +20,10 @@ function packageVersion(): string {
 
 /** Runs the `airlock` command line and returns the process exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  // Every file and directory Airlock makes is given its mode explicitly (0600 for secrets,
+  // 0711/0755 for what the jobs' user namespaces must traverse). A stricter umask (077 on
+  // some hardened hosts) would silently close the latter and break every sandbox.
+  process.umask(0o022);
   const { stdout, stderr } = process;
   const interrupt = new AbortController();
   const onSignal = (): void => interrupt.abort();

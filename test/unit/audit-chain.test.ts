@@ -93,6 +93,20 @@ describe('hash chain on SQLite', () => {
 });
 
 describe('the data directory', () => {
+  test('only the data directory is closed; directories made above it stay traversable', async () => {
+    const { stat } = await import('node:fs/promises');
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-datadir-'));
+    try {
+      const store = SqliteStore.open({ path: join(dir, 'var-lib-airlock', 'data', 'airlock.db') });
+      await store.close();
+      assert.equal((await stat(join(dir, 'var-lib-airlock'))).mode & 0o777, 0o755);
+      assert.equal((await stat(join(dir, 'var-lib-airlock', 'data'))).mode & 0o777, 0o700);
+      assert.equal((await stat(join(dir, 'var-lib-airlock', 'data', 'airlock.db'))).mode & 0o777, 0o600);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a directory others can write, or a database that is a link, is refused', async () => {
     const { chmod, mkdir, symlink, writeFile } = await import('node:fs/promises');
     const dir = await mkdtemp(join(tmpdir(), 'airlock-datadir-'));

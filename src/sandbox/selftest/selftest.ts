@@ -266,6 +266,9 @@ async function concurrentJobs(
       },
     },
   );
+  // Handled now, awaited below: if the attacker's run fails first, the victim's failure must
+  // not become an unhandled rejection that ends the process (a worker's selftest).
+  victim.catch(() => undefined);
   // Wait until the victim runs, and record the host UIDs of its processes.
   for (let i = 0; i < 100 && !victimOut.text().includes('victim up'); i += 1) await sleep(20);
   if (started[0] !== undefined) hostUids[0] = await hostUidsOf(started[0]);

@@ -1,4 +1,13 @@
-import { closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  fchmodSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { JobState, TokenRole } from '../../api/types.js';
@@ -383,6 +392,14 @@ export class SqliteStore implements Store {
         // a real directory no one else can write (else the file could be swapped under us), and
         // the file is opened without following a link and made 0600.
         const dir = dirname(options.path);
+        // Only the data directory itself is closed (0700); directories made above it are
+        // 0755 like any system directory. A closed /var/lib/airlock would shut out the jobs'
+        // user namespaces, which must traverse it to the sandbox directory beside.
+        const parent = dirname(dir);
+        if (!existsSync(parent)) {
+          mkdirSync(parent, { recursive: true, mode: 0o755 });
+          chmodSync(parent, 0o755); // whatever the umask
+        }
         mkdirSync(dir, { recursive: true, mode: 0o700 });
         const info = lstatSync(dir);
         if (!info.isDirectory())
