@@ -129,8 +129,17 @@ export interface CliProcess {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-export function startCli(args: readonly string[], env: NodeJS.ProcessEnv): CliProcess {
-  const child = spawn(process.execPath, [CLI, ...args], {
+export function startCli(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  options: { umask?: string } = {},
+): CliProcess {
+  // With a umask, through sh (`umask` is the shell's): a host whose root has umask 077.
+  const [file, argv] =
+    options.umask === undefined
+      ? [process.execPath, [CLI, ...args]]
+      : ['/bin/sh', ['-c', `umask ${options.umask}; exec "$0" "$@"`, process.execPath, CLI, ...args]];
+  const child = spawn(file, argv, {
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -65,8 +65,20 @@ describe('airlock up + airlock run', { timeout: 600_000 }, () => {
   let p: Place;
   let up: CliProcess;
   before(async () => {
-    p = await place('up');
-    up = startCli(['up', '--concurrency', '2'], p.env);
+    // As on a fresh host: the data directory and the sandbox directory side by side under a
+    // parent that does not exist yet (like /var/lib/airlock), and root's umask is 077.
+    const fresh = `${testStateDir('up-fresh')}`;
+    p = await place('up', {
+      AIRLOCK_DATA_DIR: join(fresh, 'data'),
+      AIRLOCK_SANDBOX_DIR: join(fresh, 'sandbox'),
+    });
+    const cleanup = p.cleanup;
+    p.cleanup = async () => {
+      await cleanup();
+      await removeStateDir(join(fresh, 'sandbox'));
+      await rm(fresh, { recursive: true, force: true });
+    };
+    up = startCli(['up', '--concurrency', '2'], p.env, { umask: '077' });
     await up.waitFor('Airlock is up', 300_000);
   });
   after(async () => {
