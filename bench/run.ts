@@ -254,6 +254,53 @@ async function startup(): Promise<string[]> {
   ];
 }
 
+/**
+ * The sandbox engine alone, two run() loops on one engine with two slots prepared ahead, for
+ * `jobs` trivial jobs, against the same bare ceiling (two `runc run` loops) in the same run:
+ * the most the service could reach with a free control plane and worker.
+ */
+async function engineThroughput(jobs: number): Promise<string[]> {
+  const job: SandboxJob = { runtime: 'runc', command: ['true'] };
+  const engine = await openEngine('engine-throughput', 2);
+  const bares = [
+    await prepareBareBundle(engine, job, join(BENCH_ROOT, 'engine-bare-0')),
+    await prepareBareBundle(engine, job, join(BENCH_ROOT, 'engine-bare-1')),
+  ];
+  try {
+    for (let i = 0; i < 3; i += 1) {
+      await engine.run(job);
+      for (const bare of bares) await bare.run();
+    }
+    await engine.settle();
+    const rate = async (loops: Array<() => Promise<unknown>>): Promise<number> => {
+      let left = jobs;
+      const started = performance.now();
+      await Promise.all(
+        loops.map(async (one) => {
+          while (left > 0) {
+            left -= 1;
+            await one();
+          }
+        }),
+      );
+      return jobs / ((performance.now() - started) / 1000);
+    };
+    const bareRate = await rate(bares.map((bare) => () => bare.run()));
+    const engineRate = await rate([() => engine.run(job), () => engine.run(job)]);
+    await engine.settle();
+    return [
+      '| engine alone (no server, no worker) | value |',
+      '|---|---|',
+      `| 2 concurrent \`engine.run()\` loops, ${jobs} trivial jobs | ${engineRate.toFixed(1)} jobs/s |`,
+      `| bare ceiling: 2 parallel \`runc run\` loops, ${jobs} jobs | ${bareRate.toFixed(1)} jobs/s |`,
+      `| engine / bare ceiling | ${((engineRate / bareRate) * 100).toFixed(0)}% |`,
+    ];
+  } finally {
+    for (const bare of bares) await bare.close();
+    await engine.close();
+  }
+}
+
 function versionOf(binary: string): string {
   try {
     return execFileSync(binary, ['--version'], { encoding: 'utf8' }).split('\n')[0] ?? '?';
@@ -293,6 +340,8 @@ async function main(): Promise<void> {
     });
     rows.push(...report.rows);
     serviceLines = report.lines;
+    log('engine throughput (no server, no worker)');
+    serviceLines.push('', ...(await engineThroughput(Number(args['service-jobs']))));
   }
   let cli: string[] = [];
   if (part('startup')) {
