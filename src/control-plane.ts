@@ -27,6 +27,8 @@ export interface ControlPlaneOptions {
   readonly version: string;
   /** Create a worker token too on first start (`airlock up`). */
   readonly bootstrapWorker?: boolean;
+  /** Request rate per client token; default 100/s with bursts of 1000 (tests set it lower). */
+  readonly requestRate?: { readonly perSecond: number; readonly burst: number };
 }
 
 export interface ControlPlane {
@@ -76,8 +78,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       audit,
       authenticator: new Authenticator({ store, audit, limiter }),
       requestLimiter: new RequestLimiter({
-        perSecond: REQUESTS_PER_SECOND,
-        burst: REQUEST_BURST,
+        perSecond: options.requestRate?.perSecond ?? REQUESTS_PER_SECOND,
+        burst: options.requestRate?.burst ?? REQUEST_BURST,
         maxKeys: 10_000,
       }),
       jobs,

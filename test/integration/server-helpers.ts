@@ -44,6 +44,7 @@ export const SERVER_DEFAULTS: AirlockConfig['server'] = {
 export async function startTestServer(
   overrides: Partial<AirlockConfig['server']> = {},
   logDestination?: NodeJS.WritableStream,
+  requestRate?: { perSecond: number; burst: number },
 ): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'airlock-server-'));
   const config = { ...SERVER_DEFAULTS, ...overrides, dataDir };
@@ -52,6 +53,7 @@ export async function startTestServer(
     logger: createLogger(logDestination === undefined ? config.logLevel : 'trace', 'test', logDestination),
     version: 'test',
     bootstrapWorker: true,
+    ...(requestRate !== undefined ? { requestRate } : {}),
   });
   const first = plane.firstStart;
   if (first === null || first.worker === null) throw new Error('a fresh database must bootstrap tokens');
