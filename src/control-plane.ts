@@ -1,7 +1,10 @@
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './api/app.js';
-import { HashChainAuditLog } from './audit/audit-log.js';
+import { MerkleAuditLog } from './audit/audit-log.js';
+import { AuditCheckpoints } from './audit/checkpoints.js';
+import { loadOrCreateHmacKey } from './audit/keys.js';
+import { parseCheckpointSink } from './audit/sinks.js';
 import { Authenticator } from './auth/authenticator.js';
 import type { Principal } from './auth/principal.js';
 import { FailureLimiter, RequestLimiter } from './auth/rate-limit.js';
@@ -56,8 +59,26 @@ const CLOSE_GRACE_MS = 30_000;
 
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const { config, logger } = options;
+  // A malformed sink is a configuration error: refused before anything starts.
+  const sink =
+    config.checkpointSink === null ? null : parseCheckpointSink(config.checkpointSink, process.env);
   const store = SqliteStore.open({ path: join(config.dataDir, DATABASE_FILE) });
-  const audit = new HashChainAuditLog();
+  let audit: MerkleAuditLog;
+  let checkpoints: AuditCheckpoints;
+  try {
+    audit = new MerkleAuditLog({ hmacKey: await loadOrCreateHmacKey(config.dataDir) });
+    checkpoints = await AuditCheckpoints.open({
+      store,
+      audit,
+      dataDir: config.dataDir,
+      sink,
+      logger,
+      intervalMs: config.checkpointIntervalMs,
+    });
+  } catch (error) {
+    await store.close().catch(() => undefined);
+    throw error;
+  }
   const events = new JobEvents();
   const closing = new AbortController();
   const limiter = new FailureLimiter({ maxFailures: 10, windowMs: 60_000, maxKeys: 10_000 });
@@ -76,6 +97,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     app = await buildApi({
       store,
       audit,
+      checkpoints,
       authenticator: new Authenticator({ store, audit, limiter }),
       requestLimiter: new RequestLimiter({
         perSecond: options.requestRate?.perSecond ?? REQUESTS_PER_SECOND,
@@ -103,6 +125,8 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
         details: { version: options.version, listen: `${host}:${port}` },
       });
     });
+
+    checkpoints.start();
 
     // Lost leases: a worker that stopped heartbeating gives its jobs back to the queue.
     let expiring = false;
@@ -148,6 +172,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
                 await audit.append(tx, { actor: 'system', action: 'server.stop', outcome: 'succeeded' });
               })
               .catch((error: unknown) => logger.error({ err: error }, 'the server.stop audit event failed'));
+            // The last checkpoint covers the stop; its export is bounded by the sink's timeout.
+            await checkpoints
+              .close()
+              .catch((error: unknown) => logger.error({ err: error }, 'the last audit checkpoint failed'));
             await store.close();
           }
         })();

@@ -162,6 +162,20 @@ export const ERROR_CATALOGUE = {
     retryable: true,
     summary: 'The audit event of an action could not be written, so the action was not done (fail closed).',
   },
+  CHECKPOINT_INVALID: {
+    httpStatus: 400,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      'An audit checkpoint or proof is malformed, not signed by a trusted key, or its signature does not verify.',
+  },
+  CHECKPOINT_EXPORT_FAILED: {
+    httpStatus: 502,
+    exitCode: 125,
+    retryable: true,
+    summary:
+      'A signed audit checkpoint could not be written to the configured sink (directory, HTTP endpoint or S3 bucket); it is retried.',
+  },
   STORE_FAILED: {
     httpStatus: 500,
     exitCode: 125,

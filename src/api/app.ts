@@ -9,6 +9,7 @@ import Fastify, {
 } from 'fastify';
 import type { AuditLog } from '../audit/audit-log.js';
 import { markAudited, wasAudited } from '../audit/audit-log.js';
+import type { AuditCheckpoints } from '../audit/checkpoints.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { Principal } from '../auth/principal.js';
 import type { RequestLimiter } from '../auth/rate-limit.js';
@@ -36,6 +37,7 @@ import { ErrorSchema, JobSpecSchema } from './schemas.js';
 export interface ApiDeps {
   readonly store: Store;
   readonly audit: AuditLog;
+  readonly checkpoints: AuditCheckpoints;
   readonly authenticator: Authenticator;
   readonly requestLimiter: RequestLimiter;
   readonly jobs: JobService;

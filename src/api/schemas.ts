@@ -202,11 +202,85 @@ export const AuditEventSchema = Type.Object({
   hash: Type.String(),
 });
 
+const Count = Type.String({ pattern: '^(0|[1-9][0-9]{0,14})$' });
+const Base64Hash = Type.String({ pattern: '^[A-Za-z0-9+/]{43}=$' });
+
+export const AuditVerifyQuery = Type.Object(
+  { treeSize: Type.Optional(Count), rootHash: Type.Optional(Base64Hash) },
+  closed,
+);
+
+export const InclusionQuery = Type.Object({ seq: Count, treeSize: Type.Optional(Count) }, closed);
+export const ConsistencyQuery = Type.Object({ from: Count, to: Count }, closed);
+
+export const CheckpointSchema = Type.Object({
+  treeSize: Type.Integer(),
+  rootHash: Type.String(),
+  madeAt: Iso,
+  exportedAt: Nullable(Iso),
+  /** The signed note (C2SP tlog-checkpoint), exactly as signed. */
+  note: Type.String(),
+});
+
+export const AuditKeysSchema = Type.Object({
+  origin: Type.String(),
+  keys: Type.Array(
+    Type.Object({
+      verifierKey: Type.String(),
+      keyId: Type.String(),
+      createdAt: Iso,
+      retiredAt: Nullable(Iso),
+    }),
+  ),
+});
+
+export const InclusionProofSchema = Type.Object({
+  seq: Type.Integer(),
+  leafIndex: Type.Integer(),
+  treeSize: Type.Integer(),
+  entry: Type.String(),
+  leafHash: Type.String(),
+  rootHash: Type.String(),
+  proof: Type.Array(Type.String()),
+});
+
+export const ConsistencyProofSchema = Type.Object({
+  from: Type.Integer(),
+  to: Type.Integer(),
+  fromRoot: Type.String(),
+  toRoot: Type.String(),
+  proof: Type.Array(Type.String()),
+});
+
+export const AuditHashRequest = Type.Object({ value: Type.String({ maxLength: 4096 }) }, closed);
+
 export const AuditVerificationSchema = Type.Object({
   ok: Type.Boolean(),
   entries: Type.Integer(),
-  firstBad: Nullable(Type.Object({ seq: Type.Integer(), reason: Type.String() })),
+  firstBad: Nullable(
+    Type.Object({
+      seq: Type.Integer(),
+      kind: Type.Union(
+        [
+          'entry-missing',
+          'chain-broken',
+          'entry-changed',
+          'tree-changed',
+          'tail-cut',
+          'checkpoint-mismatch',
+          'older-than-checkpoint',
+        ].map((kind) => Type.Literal(kind)),
+      ),
+      reason: Type.String(),
+    }),
+  ),
   head: Nullable(Type.Object({ seq: Type.Integer(), hash: Type.String() })),
+  treeSize: Type.Integer(),
+  rootHash: Type.String(),
+  checkpointsChecked: Type.Integer(),
+  against: Nullable(
+    Type.Object({ treeSize: Type.Integer(), rootHash: Type.String(), matched: Type.Boolean() }),
+  ),
 });
 
 export const ClaimSchema = Type.Object(

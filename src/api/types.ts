@@ -181,12 +181,66 @@ export interface AuditPage {
   /** Pass as ?after= for the next page; null when there is none. */
   nextAfter: number | null;
 }
+/** What a verification found wrong (firstBad.kind). */
+export type AuditProblem =
+  | 'entry-missing'
+  | 'chain-broken'
+  | 'entry-changed'
+  | 'tree-changed'
+  | 'tail-cut'
+  | 'checkpoint-mismatch'
+  | 'older-than-checkpoint';
+
 export interface AuditVerification {
   ok: boolean;
   entries: number;
-  /** The first entry that does not verify, and why. */
-  firstBad: { seq: number; reason: string } | null;
+  /** The first entry that does not verify, what kind of change it shows, and why. */
+  firstBad: { seq: number; kind: AuditProblem; reason: string } | null;
   head: { seq: number; hash: string } | null;
+  /** Merkle tree size and root (base64) of the entries walked. */
+  treeSize: number;
+  rootHash: string;
+  /** Checkpoints of the log's own history that were compared with the entries. */
+  checkpointsChecked: number;
+  /** The outside checkpoint compared (verify --against), or null. */
+  against: { treeSize: number; rootHash: string; matched: boolean } | null;
+}
+
+/** A signed audit checkpoint (GET/POST /v1/audit/checkpoint). Hashes are standard base64. */
+export interface AuditCheckpoint {
+  treeSize: number;
+  rootHash: string;
+  madeAt: string;
+  exportedAt: string | null;
+  /** The signed note (C2SP tlog-checkpoint in a signed note), exactly as signed. */
+  note: string;
+}
+
+/** GET /v1/audit/keys: the log's origin and its checkpoint keys, current and retired. */
+export interface AuditKeys {
+  origin: string;
+  keys: Array<{ verifierKey: string; keyId: string; createdAt: string; retiredAt: string | null }>;
+}
+
+/** GET /v1/audit/proof/inclusion: RFC 9162 inclusion proof of one entry. */
+export interface InclusionProof {
+  seq: number;
+  leafIndex: number;
+  treeSize: number;
+  /** The entry's bytes (base64): the leaf is SHA-256(0x00 || these). */
+  entry: string;
+  leafHash: string;
+  rootHash: string;
+  proof: string[];
+}
+
+/** GET /v1/audit/proof/consistency: RFC 9162 consistency proof between two tree sizes. */
+export interface ConsistencyProof {
+  from: number;
+  to: number;
+  fromRoot: string;
+  toRoot: string;
+  proof: string[];
 }
 
 // ---- worker protocol (role "worker" only) ----

@@ -30,12 +30,25 @@ export type Action =
   | 'job.logs'
   | 'token.manage'
   | 'audit.read'
+  | 'audit.manage'
+  | 'audit.witness'
   | 'worker.protocol';
 
 const ROLE_ACTIONS: Readonly<Record<TokenRole, readonly Action[]>> = {
-  admin: ['job.submit', 'job.read', 'job.cancel', 'job.logs', 'token.manage', 'audit.read'],
+  admin: [
+    'job.submit',
+    'job.read',
+    'job.cancel',
+    'job.logs',
+    'token.manage',
+    'audit.read',
+    'audit.manage',
+    'audit.witness',
+  ],
   submitter: ['job.submit', 'job.read', 'job.cancel', 'job.logs'],
-  viewer: ['job.read', 'job.logs'],
+  // Checkpoints, verifier keys and consistency proofs carry hashes only: a viewer token is
+  // enough to witness the log. Entries and inclusion proofs stay admin-only.
+  viewer: ['job.read', 'job.logs', 'audit.witness'],
   worker: ['worker.protocol'],
 };
 

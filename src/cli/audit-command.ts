@@ -6,7 +6,7 @@ import { printable, shortTime } from '../client/format.js';
 import { AirlockError } from '../errors.js';
 import type { CliContext, CommandResult } from './io.js';
 
-/** `airlock audit tail [-n N] [-f] [--json]` and `airlock audit verify [--json]`, over the API. */
+/** `airlock audit tail [-n N] [-f] [--json]` and `airlock audit verify [--against FILE] [--database FILE] [--json]`. */
 
 export interface AuditTailOptions {
   lines?: string;
@@ -72,29 +72,54 @@ export async function auditTailCommand(
 }
 
 export function describeVerification(result: AuditVerification): string {
+  const against =
+    result.against === null
+      ? ''
+      : result.against.matched
+        ? `; matches the checkpoint given (${result.against.treeSize} entries)`
+        : '';
   if (result.ok) {
-    const head = result.head === null ? 'empty' : `head seq ${result.head.seq} ${result.head.hash}`;
-    return `audit trail verified: ${result.entries} entries, ${head}\n`;
+    const head = result.head === null ? 'empty' : `head seq ${result.head.seq}`;
+    return `audit log verified: ${result.entries} entries, ${head}, root ${result.rootHash}, ${result.checkpointsChecked} of its own checkpoints matched${against}\n`;
   }
   const bad = result.firstBad;
   return printable(
-    `audit trail BROKEN: ${bad === null ? 'no entry named' : `first bad entry seq ${bad.seq}: ${bad.reason}`} (${result.entries} entries checked)`,
+    `audit log BROKEN: ${bad === null ? 'no entry named' : `${bad.kind} at entry ${bad.seq}: ${bad.reason}`} (${result.entries} entries checked)`,
   ).concat('\n');
 }
 
-/** Exit 0 when the chain verifies, 1 when it is broken (an error reaching the server: 125). */
+/** Exit 0 when the log verifies, 1 when it is broken (an error reaching the server: 125). */
 export async function auditVerifyCommand(
   context: CliContext,
-  options: { json?: boolean; database?: string },
+  options: { json?: boolean; database?: string; against?: string; key?: string[] },
 ): Promise<CommandResult> {
   let result: AuditVerification;
+  const { againstCheckpoint } = await import('./audit-proof-command.js');
   if (options.database !== undefined) {
     // Offline: a copy of the database (a backup handed to an auditor), opened read-only.
-    const { verifyAuditDatabase } = await import('../audit/offline.js');
-    result = await verifyAuditDatabase(options.database);
+    const { verifyAuditDatabase, databaseKeys } = await import('../audit/offline.js');
+    const database = options.database;
+    let against: Awaited<ReturnType<typeof againstCheckpoint>> | undefined;
+    if (options.against !== undefined) {
+      against = await againstCheckpoint(context, options.against, options, null, async () => {
+        context.stderr.write(
+          'airlock: checking the checkpoint against the keys the database names (pin them with --key for a check that does not trust the database)\n',
+        );
+        return databaseKeys(database);
+      });
+    }
+    result = await verifyAuditDatabase(database, against);
   } else {
     const api = await connect(context.config.client);
-    result = await api.auditVerify();
+    const against =
+      options.against === undefined
+        ? undefined
+        : await againstCheckpoint(context, options.against, options, api);
+    result = await api.auditVerify(
+      against === undefined
+        ? undefined
+        : { treeSize: against.treeSize, rootHash: against.rootHash.toString('base64') },
+    );
   }
   context.stdout.write(options.json === true ? `${JSON.stringify(result)}\n` : describeVerification(result));
   return result.ok ? 0 : 1;

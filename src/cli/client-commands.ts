@@ -152,7 +152,7 @@ export function registerClientCommands(
       setResult(await tokenRevokeCommand(context, id, options));
     });
 
-  const audit = program.command('audit').description('Read and verify the tamper-evident audit trail.');
+  const audit = program.command('audit').description('Read, verify and prove the tamper-evident audit log.');
   audit
     .command('tail')
     .description('Print the newest audit events, oldest first.')
@@ -163,13 +163,93 @@ export function registerClientCommands(
       const { auditTailCommand } = await import('./audit-command.js');
       setResult(await auditTailCommand(context, options));
     });
+  const keyOption = [
+    '--key <verifier-key>',
+    'trust this checkpoint key (NAME+ID+KEY; repeatable); default: the keys the server names',
+    (value: string, previous: string[] = []) => [...previous, value],
+  ] as const;
   audit
     .command('verify')
-    .description('Verify the hash chain on the server; exit 0 when intact, 1 when broken.')
+    .description(
+      'Verify the whole log (chain, Merkle tree, its own checkpoints); exit 0 when intact, 1 when broken.',
+    )
+    .option(
+      '--against <checkpoint-file>',
+      'also compare with a signed checkpoint kept outside (from the sink)',
+    )
+    .option(...keyOption)
     .option('--json', 'print the verification as JSON')
     .option('--database <file>', 'verify a copy of airlock.db offline (no server), opened read-only')
-    .action(async (options: { json?: boolean; database?: string }) => {
+    .action(async (options: { json?: boolean; database?: string; against?: string; key?: string[] }) => {
       const { auditVerifyCommand } = await import('./audit-command.js');
       setResult(await auditVerifyCommand(context, options));
+    });
+  audit
+    .command('checkpoint')
+    .description('Sign a checkpoint of the whole log now and print it (the signed note).')
+    .option('--latest', 'print the latest checkpoint instead of making one')
+    .option('--json', 'print {treeSize, rootHash, madeAt, exportedAt, note} as JSON')
+    .action(async (options: { latest?: boolean; json?: boolean }) => {
+      const { auditCheckpointCommand } = await import('./audit-proof-command.js');
+      setResult(await auditCheckpointCommand(context, options));
+    });
+  audit
+    .command('prove')
+    .description(
+      'Prove that an entry is in the log: its inclusion proof, verified against a signed checkpoint.',
+    )
+    .argument('<entry>', 'the entry (seq)')
+    .option('--checkpoint <file>', 'verify against this signed checkpoint (default: the latest)')
+    .option(...keyOption)
+    .option('--json', 'print the proof as JSON')
+    .action(async (entry: string, options: { checkpoint?: string; key?: string[]; json?: boolean }) => {
+      const { auditProveCommand } = await import('./audit-proof-command.js');
+      setResult(await auditProveCommand(context, entry, options));
+    });
+  audit
+    .command('consistency')
+    .description(
+      'Prove that the log at NEW extends the log at OLD (each a tree size or a signed checkpoint file).',
+    )
+    .argument('<old>', 'tree size or checkpoint file')
+    .argument('<new>', 'tree size or checkpoint file')
+    .option(...keyOption)
+    .option('--json', 'print the proof as JSON')
+    .action(async (older: string, newer: string, options: { key?: string[]; json?: boolean }) => {
+      const { auditConsistencyCommand } = await import('./audit-proof-command.js');
+      setResult(await auditConsistencyCommand(context, older, newer, options));
+    });
+  audit
+    .command('witness')
+    .description(
+      'Accept the newest checkpoint only if it is signed and consistent with the last one this witness kept; exit 1 when refused.',
+    )
+    .requiredOption(
+      '--state <file>',
+      'where the witness keeps the last checkpoint it accepted and its trusted keys',
+    )
+    .option('--checkpoint <file>', "the checkpoint to check (default: the server's latest)")
+    .option(...keyOption)
+    .action(async (options: { state: string; checkpoint?: string; key?: string[] }) => {
+      const { auditWitnessCommand } = await import('./audit-proof-command.js');
+      setResult(await auditWitnessCommand(context, options));
+    });
+  audit
+    .command('hash')
+    .description('Print the keyed HMAC under which the log records a sensitive value, to search for it.')
+    .argument('<value>', 'the value, or - to read it from stdin (keeps it out of shell history)')
+    .action(async (value: string) => {
+      const { auditHashCommand } = await import('./audit-proof-command.js');
+      setResult(await auditHashCommand(context, value));
+    });
+  audit
+    .command('rotate-key')
+    .description(
+      'Replace the checkpoint signing key; prints the checkpoint signed by the old and the new key.',
+    )
+    .option('--json', 'print {checkpoint, current} as JSON')
+    .action(async (options: { json?: boolean }) => {
+      const { auditRotateKeyCommand } = await import('./audit-proof-command.js');
+      setResult(await auditRotateKeyCommand(context, options));
     });
 }

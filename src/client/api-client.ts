@@ -1,7 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
+  type AuditCheckpoint,
+  type AuditKeys,
   type AuditPage,
   type AuditVerification,
+  type ConsistencyProof,
+  type InclusionProof,
   JOB_STATES,
   type JobList,
   type JobRecord,
@@ -334,8 +338,45 @@ export class ApiClient {
     return this.#json<AuditPage>(`/v1/audit/events${search}`, signal === undefined ? {} : { signal });
   }
 
-  auditVerify(): Promise<AuditVerification> {
-    // Verification walks the whole chain on the server: give it longer than a plain call.
-    return this.#json<AuditVerification>('/v1/audit/verify', { timeoutMs: 10 * 60_000 });
+  /** against: an outside checkpoint the server compares its entries with. */
+  auditVerify(against?: { treeSize: number; rootHash: string }): Promise<AuditVerification> {
+    const search =
+      against === undefined
+        ? ''
+        : `?${new URLSearchParams({ treeSize: String(against.treeSize), rootHash: against.rootHash })}`;
+    // Verification walks the whole log on the server: give it longer than a plain call.
+    return this.#json<AuditVerification>(`/v1/audit/verify${search}`, { timeoutMs: 10 * 60_000 });
+  }
+
+  latestCheckpoint(): Promise<AuditCheckpoint> {
+    return this.#json<AuditCheckpoint>('/v1/audit/checkpoint');
+  }
+
+  makeCheckpoint(): Promise<AuditCheckpoint> {
+    return this.#json<AuditCheckpoint>('/v1/audit/checkpoint', { method: 'POST' });
+  }
+
+  auditKeys(): Promise<AuditKeys> {
+    return this.#json<AuditKeys>('/v1/audit/keys');
+  }
+
+  rotateAuditKey(): Promise<AuditCheckpoint> {
+    return this.#json<AuditCheckpoint>('/v1/audit/keys/rotate', { method: 'POST' });
+  }
+
+  inclusionProof(seq: number, treeSize?: number): Promise<InclusionProof> {
+    const params = new URLSearchParams({ seq: String(seq) });
+    if (treeSize !== undefined) params.set('treeSize', String(treeSize));
+    return this.#json<InclusionProof>(`/v1/audit/proof/inclusion?${params}`);
+  }
+
+  consistencyProof(from: number, to: number): Promise<ConsistencyProof> {
+    return this.#json<ConsistencyProof>(
+      `/v1/audit/proof/consistency?${new URLSearchParams({ from: String(from), to: String(to) })}`,
+    );
+  }
+
+  async auditHash(value: string): Promise<string> {
+    return (await this.#json<{ hmac: string }>('/v1/audit/hash', { method: 'POST', body: { value } })).hmac;
   }
 }

@@ -30,6 +30,10 @@ export interface AirlockConfig {
     readonly projectQueueLimit: number;
     readonly bodyLimitBytes: number;
     readonly logLevel: LogLevel;
+    /** 0 = checkpoints only on demand. */
+    readonly checkpointIntervalMs: number;
+    /** AIRLOCK_CHECKPOINT_SINK as given (parsed at server start); null = none. */
+    readonly checkpointSink: string | null;
   };
   readonly client: {
     /** From AIRLOCK_URL; undefined = take it from the client config file. */
@@ -112,6 +116,20 @@ export const SETTINGS = {
     summary:
       'Largest request body the server reads (a job spec with its inputs); larger is refused with 413.',
     defaultValue: '4M',
+  },
+  AIRLOCK_CHECKPOINT_INTERVAL: {
+    summary:
+      'How often the server signs an audit checkpoint when the log grew (and exports it to the sink); 0 = only on demand.',
+    defaultValue: '60s',
+  },
+  AIRLOCK_CHECKPOINT_SINK: {
+    summary:
+      'Where signed audit checkpoints are exported: dir:/PATH, an http(s):// URL, or s3://BUCKET/PREFIX?endpoint=URL&region=R.',
+    defaultValue: 'none',
+  },
+  AIRLOCK_CHECKPOINT_SINK_TOKEN: {
+    summary: 'Bearer token sent to an http(s) checkpoint sink. Never logged.',
+    defaultValue: 'none',
   },
   AIRLOCK_LOG_LEVEL: {
     summary: 'Server and worker log level: fatal, error, warn, info, debug, trace or silent.',
@@ -266,6 +284,18 @@ function serverSettings(get: Getter): AirlockConfig['server'] {
     ),
     bodyLimitBytes,
     logLevel: level as LogLevel,
+    checkpointIntervalMs:
+      (get('AIRLOCK_CHECKPOINT_INTERVAL') ?? '60s') === '0'
+        ? 0
+        : duration(
+            'AIRLOCK_CHECKPOINT_INTERVAL',
+            get('AIRLOCK_CHECKPOINT_INTERVAL') ?? '60s',
+            1000,
+            86_400_000,
+          ),
+    checkpointSink: ((text) => (text === undefined || text === '' || text === 'none' ? null : text))(
+      get('AIRLOCK_CHECKPOINT_SINK'),
+    ),
   };
 }
 

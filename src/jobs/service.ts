@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { JobList, JobRecord, JobSpecV1, JobState, LogEnd, LogLine } from '../api/types.js';
-import { type AuditLog, markAudited } from '../audit/audit-log.js';
+import { type AuditLog, markAudited, sensitive } from '../audit/audit-log.js';
 import { canonicalJson } from '../audit/canonical.js';
 import { inScope, type Principal, requireAction, visibleProjects } from '../auth/principal.js';
 import { AirlockError, isAirlockError } from '../errors.js';
@@ -130,6 +130,16 @@ export class JobService {
             runtime: row.runtime,
             command: spec.command.slice(0, 16).map((arg) => arg.slice(0, 256)),
             requestHash,
+            // Environment values may be secrets: recorded only as keyed HMACs (audit hash VALUE).
+            ...(spec.env !== undefined
+              ? {
+                  env: Object.fromEntries(
+                    Object.entries(spec.env)
+                      .slice(0, 64)
+                      .map(([name, value]) => [name.slice(0, 128), sensitive(value)]),
+                  ),
+                }
+              : {}),
             tokenId: who.tokenId,
             ...(idempotencyKey !== null ? { idempotencyKey } : {}),
           },

@@ -127,6 +127,47 @@ export interface AuditRepo {
   after(after: number, limit: number): Awaitable<AuditRow[]>;
   /** The last `count` entries, in seq order. */
   last(count: number): Awaitable<AuditRow[]>;
+  /** One entry, or null. */
+  get(seq: number): Awaitable<AuditRow | null>;
+  /** A stored Merkle tree node (see src/audit/merkle.ts), or null. */
+  node(level: number, index: number): Awaitable<Buffer | null>;
+  /** Nodes of one level with first ≤ index < end, in index order. */
+  nodes(level: number, first: number, end: number): Awaitable<Array<{ index: number; hash: Buffer }>>;
+  insertNodes(nodes: ReadonlyArray<{ level: number; index: number; hash: Buffer }>): Awaitable<void>;
+  /** How many leaves the stored tree has. */
+  leafCount(): Awaitable<number>;
+  insertCheckpoint(row: CheckpointRow): Awaitable<void>;
+  /** The newest checkpoint (highest id), or null. */
+  latestCheckpoint(): Awaitable<CheckpointRow | null>;
+  /** Checkpoints with id > after, in id order. */
+  checkpointsAfter(after: number, limit: number): Awaitable<CheckpointRow[]>;
+  /** Checkpoints not yet exported, oldest first. */
+  unexportedCheckpoints(limit: number): Awaitable<CheckpointRow[]>;
+  markExported(id: number, at: number): Awaitable<void>;
+  logInfo(): Awaitable<{ origin: string; createdAt: number } | null>;
+  setLogInfo(origin: string, createdAt: number): Awaitable<void>;
+  keys(): Awaitable<AuditKeyRow[]>;
+  insertKey(row: AuditKeyRow): Awaitable<void>;
+  retireKey(verifierKey: string, at: number): Awaitable<void>;
+}
+
+export interface CheckpointRow {
+  id: number;
+  treeSize: number;
+  rootHash: Buffer;
+  madeAt: number;
+  /** The signed note, exactly as signed. */
+  note: string;
+  exportedAt: number | null;
+}
+
+export interface AuditKeyRow {
+  /** C2SP verifier key: name+keyid+base64(0x01 || public key). */
+  verifierKey: string;
+  /** The key ID as 8 hex digits. */
+  keyId: string;
+  createdAt: number;
+  retiredAt: number | null;
 }
 
 /** One transaction's view of the store. */

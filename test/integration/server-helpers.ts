@@ -39,6 +39,8 @@ export const SERVER_DEFAULTS: AirlockConfig['server'] = {
   projectQueueLimit: 1000,
   bodyLimitBytes: 4 * 1024 * 1024,
   logLevel: 'silent',
+  checkpointIntervalMs: 0,
+  checkpointSink: null,
 };
 
 export async function startTestServer(

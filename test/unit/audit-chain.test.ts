@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { bounded, HashChainAuditLog } from '../../src/audit/audit-log.js';
+import { bounded, MerkleAuditLog } from '../../src/audit/audit-log.js';
 import { canonicalJson, isWellFormedText, toWellFormedText } from '../../src/audit/canonical.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 
@@ -63,12 +63,12 @@ describe('well-formed text', () => {
   });
 });
 
-describe('hash chain on SQLite', () => {
+describe('audit log on SQLite', () => {
   test('any text in any field — lone surrogates, NUL, long — still verifies after the round trip', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'airlock-audit-'));
     const store = SqliteStore.open({ path: join(dir, 'airlock.db') });
     try {
-      const audit = new HashChainAuditLog();
+      const audit = new MerkleAuditLog();
       await fc.assert(
         fc.asyncProperty(
           anyText(400),

@@ -104,4 +104,53 @@ CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
 BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
 `,
   },
+  {
+    version: 2,
+    name: 'audit merkle log',
+    sql: `
+-- The audit log as a Merkle tree (RFC 6962): every perfect subtree, level L and index i
+-- covering leaves [i*2^L, (i+1)*2^L), written once. Leaf i is audit event seq i+1. Entries
+-- of version 1 get their nodes when the server first starts on this version.
+CREATE TABLE audit_tree (
+  level INTEGER NOT NULL,
+  idx BIGINT NOT NULL,
+  hash BLOB NOT NULL,
+  PRIMARY KEY (level, idx)
+);
+
+-- Signed checkpoints (C2SP tlog-checkpoint notes) made by the control plane, and when each
+-- reached the configured sink.
+CREATE TABLE audit_checkpoints (
+  id BIGINT PRIMARY KEY,
+  tree_size BIGINT NOT NULL,
+  root_hash BLOB NOT NULL,
+  made_at BIGINT NOT NULL,
+  note TEXT NOT NULL,
+  exported_at BIGINT
+);
+CREATE INDEX audit_checkpoints_size ON audit_checkpoints (tree_size);
+CREATE INDEX audit_checkpoints_export ON audit_checkpoints (exported_at, id);
+
+-- The log's identity (the checkpoints' origin line) and its checkpoint keys, public parts
+-- only: the private key lives in a file of the data directory, never in the database, so a
+-- copy of the database cannot sign.
+CREATE TABLE audit_log_info (
+  id INTEGER PRIMARY KEY,
+  origin TEXT NOT NULL,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE audit_keys (
+  verifier_key TEXT PRIMARY KEY,
+  key_id TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  retired_at BIGINT
+);
+
+-- SQLite-only: stored nodes never change (the tree of a size is fixed once signed).
+CREATE TRIGGER audit_tree_no_update BEFORE UPDATE ON audit_tree
+BEGIN SELECT RAISE(ABORT, 'audit tree nodes are append-only'); END;
+CREATE TRIGGER audit_tree_no_delete BEFORE DELETE ON audit_tree
+BEGIN SELECT RAISE(ABORT, 'audit tree nodes are append-only'); END;
+`,
+  },
 ];

@@ -15,6 +15,7 @@ import { AirlockError, describeError } from '../../errors.js';
 import type {
   AuditRepo,
   AuditRow,
+  CheckpointRow,
   JobFilter,
   JobRepo,
   JobRow,
@@ -176,6 +177,26 @@ interface AuditDbRow {
   hash: string;
 }
 
+interface CheckpointDbRow {
+  id: number;
+  tree_size: number;
+  root_hash: Buffer;
+  made_at: number;
+  note: string;
+  exported_at: number | null;
+}
+
+function checkpointFromDb(row: CheckpointDbRow): CheckpointRow {
+  return {
+    id: row.id,
+    treeSize: row.tree_size,
+    rootHash: row.root_hash,
+    madeAt: row.made_at,
+    note: row.note,
+    exportedAt: row.exported_at,
+  };
+}
+
 export function auditFromDb(row: AuditDbRow): AuditRow {
   return {
     seq: row.seq,
@@ -236,6 +257,32 @@ function statements(db: Db) {
     auditAfter: db.prepare('SELECT * FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?'),
     auditLast: db.prepare(
       'SELECT * FROM (SELECT * FROM audit_events ORDER BY seq DESC LIMIT ?) ORDER BY seq',
+    ),
+    auditGet: db.prepare('SELECT * FROM audit_events WHERE seq = ?'),
+    treeNode: db.prepare('SELECT hash FROM audit_tree WHERE level = ? AND idx = ?').pluck(),
+    treeNodes: db.prepare(
+      'SELECT idx AS "index", hash FROM audit_tree WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx',
+    ),
+    treeInsert: db.prepare('INSERT INTO audit_tree (level, idx, hash) VALUES (?, ?, ?)'),
+    treeLeaves: db.prepare('SELECT COALESCE(MAX(idx) + 1, 0) FROM audit_tree WHERE level = 0').pluck(),
+    checkpointInsert: db.prepare(
+      `INSERT INTO audit_checkpoints (id, tree_size, root_hash, made_at, note, exported_at)
+       VALUES (@id, @treeSize, @rootHash, @madeAt, @note, @exportedAt)`,
+    ),
+    checkpointLatest: db.prepare('SELECT * FROM audit_checkpoints ORDER BY id DESC LIMIT 1'),
+    checkpointsAfter: db.prepare('SELECT * FROM audit_checkpoints WHERE id > ? ORDER BY id LIMIT ?'),
+    checkpointsUnexported: db.prepare(
+      'SELECT * FROM audit_checkpoints WHERE exported_at IS NULL ORDER BY id LIMIT ?',
+    ),
+    checkpointExported: db.prepare('UPDATE audit_checkpoints SET exported_at = ? WHERE id = ?'),
+    logInfo: db.prepare('SELECT origin, created_at FROM audit_log_info WHERE id = 1'),
+    setLogInfo: db.prepare('INSERT INTO audit_log_info (id, origin, created_at) VALUES (1, ?, ?)'),
+    keys: db.prepare('SELECT * FROM audit_keys ORDER BY created_at, verifier_key'),
+    keyInsert: db.prepare(
+      'INSERT INTO audit_keys (verifier_key, key_id, created_at, retired_at) VALUES (?, ?, ?, ?)',
+    ),
+    keyRetire: db.prepare(
+      'UPDATE audit_keys SET retired_at = ? WHERE verifier_key = ? AND retired_at IS NULL',
     ),
   };
 }
@@ -354,6 +401,58 @@ class SqliteTx implements Tx {
       },
       after: (after, limit) => (s.auditAfter.all(after, limit) as AuditDbRow[]).map(auditFromDb),
       last: (count) => (s.auditLast.all(count) as AuditDbRow[]).map(auditFromDb),
+      get: (seq) => {
+        const row = s.auditGet.get(seq) as AuditDbRow | undefined;
+        return row === undefined ? null : auditFromDb(row);
+      },
+      node: (level, index) => (s.treeNode.get(level, index) as Buffer | undefined) ?? null,
+      nodes: (level, first, end) =>
+        s.treeNodes.all(level, first, end) as Array<{ index: number; hash: Buffer }>,
+      insertNodes: (nodes) => {
+        for (const node of nodes) s.treeInsert.run(node.level, node.index, node.hash);
+      },
+      leafCount: () => s.treeLeaves.get() as number,
+      insertCheckpoint: (row) => {
+        s.checkpointInsert.run(row);
+      },
+      latestCheckpoint: () => {
+        const row = s.checkpointLatest.get() as CheckpointDbRow | undefined;
+        return row === undefined ? null : checkpointFromDb(row);
+      },
+      checkpointsAfter: (after, limit) =>
+        (s.checkpointsAfter.all(after, limit) as CheckpointDbRow[]).map(checkpointFromDb),
+      unexportedCheckpoints: (limit) =>
+        (s.checkpointsUnexported.all(limit) as CheckpointDbRow[]).map(checkpointFromDb),
+      markExported: (id, at) => {
+        s.checkpointExported.run(at, id);
+      },
+      logInfo: () => {
+        const row = s.logInfo.get() as { origin: string; created_at: number } | undefined;
+        return row === undefined ? null : { origin: row.origin, createdAt: row.created_at };
+      },
+      setLogInfo: (origin, createdAt) => {
+        s.setLogInfo.run(origin, createdAt);
+      },
+      keys: () =>
+        (
+          s.keys.all() as Array<{
+            verifier_key: string;
+            key_id: string;
+            created_at: number;
+            retired_at: number | null;
+          }>
+        ).map((row) => ({
+          verifierKey: row.verifier_key,
+          keyId: row.key_id,
+          createdAt: row.created_at,
+          retiredAt: row.retired_at,
+        })),
+      insertKey: (row) => {
+        s.keyInsert.run(row.verifierKey, row.keyId, row.createdAt, row.retiredAt);
+      },
+      retireKey: (verifierKey, at) => {
+        s.keyRetire.run(at, verifierKey);
+      },
     };
   }
 }

@@ -1,0 +1,442 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { lstat, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { entryBytes, entryHash, GENESIS_HASH } from '../../src/audit/audit-log.js';
+import { leafHash, nodesForAppend, verifyConsistency, verifyInclusion } from '../../src/audit/merkle.js';
+import { openNote, parseCheckpoint, parseVerifierKey } from '../../src/audit/note.js';
+import { verifyAuditDatabase } from '../../src/audit/offline.js';
+import { auditFromDb } from '../../src/store/sqlite/sqlite-store.js';
+import { CLI } from './helpers.js';
+import { spec, startTestServer, type TestServer } from './server-helpers.js';
+
+/**
+ * The audit log as a Merkle log with signed checkpoints: proofs over the API, every way of
+ * rewriting history that a hash chain alone misses (a consistent rewrite, a truncated tail, a
+ * database restored from an older copy) caught against a checkpoint kept outside, export to
+ * a sink, key rotation, the witness, and HMACs of sensitive values. Tampering is done as an
+ * attacker holding the database file would: a second connection, triggers dropped.
+ */
+
+const b64 = (text: string) => Buffer.from(text, 'base64');
+
+function openDb(server: TestServer): Database.Database {
+  const db = new Database(`${server.dataDir}/airlock.db`);
+  db.exec(`DROP TRIGGER IF EXISTS audit_events_no_update; DROP TRIGGER IF EXISTS audit_events_no_delete;
+           DROP TRIGGER IF EXISTS audit_tree_no_update; DROP TRIGGER IF EXISTS audit_tree_no_delete;`);
+  return db;
+}
+
+/**
+ * A consistent rewrite: entry `seq` gets a new reason, and the chain, the head, the whole
+ * Merkle tree and (when asked) the log's own checkpoints are recomputed or removed, so the
+ * database agrees with itself. Only a checkpoint kept outside can tell.
+ */
+async function rewriteConsistently(
+  server: TestServer,
+  seq: number,
+  dropOwnCheckpoints: boolean,
+): Promise<void> {
+  const db = openDb(server);
+  try {
+    db.prepare('UPDATE audit_events SET reason = ? WHERE seq = ?').run('nothing happened here', seq);
+    const rows = (
+      db.prepare('SELECT * FROM audit_events ORDER BY seq').all() as Parameters<typeof auditFromDb>[0][]
+    ).map(auditFromDb);
+    let prev = GENESIS_HASH;
+    const nodes = new Map<string, Buffer>();
+    const source = { node: (level: number, index: number) => nodes.get(`${level}:${index}`) ?? null };
+    db.exec('DELETE FROM audit_tree');
+    const insert = db.prepare('INSERT INTO audit_tree (level, idx, hash) VALUES (?, ?, ?)');
+    const update = db.prepare('UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?');
+    for (const row of rows) {
+      const fixed = { ...row, prevHash: prev };
+      const hash = entryHash(fixed);
+      update.run(prev, hash, row.seq);
+      for (const node of await nodesForAppend(source, row.seq - 1, leafHash(entryBytes(fixed)))) {
+        nodes.set(`${node.level}:${node.index}`, node.hash);
+        insert.run(node.level, node.index, node.hash);
+      }
+      prev = hash;
+    }
+    db.prepare('UPDATE audit_head SET hash = ? WHERE id = 1').run(prev);
+    if (dropOwnCheckpoints) db.exec('DELETE FROM audit_checkpoints');
+  } finally {
+    db.close();
+  }
+}
+
+function runCli(
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, timeout: 60_000 },
+      (error, stdout, stderr) => {
+        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+describe('audit Merkle log over the API', () => {
+  let server: TestServer;
+  let verifierKey: string;
+  beforeEach(async () => {
+    server = await startTestServer();
+    for (let i = 0; i < 5; i++)
+      await server.call('POST', '/v1/jobs', server.admin, { ...spec('audit', ['echo', String(i)]) });
+    verifierKey = (await server.call('GET', '/v1/audit/keys', server.admin)).body.keys[0].verifierKey;
+  });
+  afterEach(() => server.close());
+
+  const checkpoint = async () => (await server.call('POST', '/v1/audit/checkpoint', server.admin)).body;
+
+  test('a checkpoint is a signed note in the tlog-checkpoint format, covering the whole log', async () => {
+    const made = await checkpoint();
+    const lines = made.note.split('\n');
+    const keys = (await server.call('GET', '/v1/audit/keys', server.admin)).body;
+    assert.match(keys.origin, /^airlock-audit\/[0-9a-f]{16}$/);
+    assert.equal(lines[0], keys.origin);
+    assert.equal(lines[1], String(made.treeSize));
+    assert.equal(lines[2], made.rootHash);
+    assert.equal(lines[3], '');
+    assert.match(lines[4], new RegExp(`^\u2014 ${keys.origin} [A-Za-z0-9+/]+=*$`));
+    const opened = openNote(made.note, [parseVerifierKey(verifierKey)]);
+    assert.equal(parseCheckpoint(opened.text).treeSize, made.treeSize);
+    const head = (await server.call('GET', '/v1/audit/events?last=1', server.admin)).body.events[0];
+    // The checkpoint request's own event is its last entry (the read above records itself after).
+    assert.equal(made.treeSize, head.seq);
+    assert.equal(head.action, 'audit.checkpoint');
+    // A changed note fails its signature.
+    assert.throws(
+      () =>
+        openNote(made.note.replace(`\n${made.treeSize}\n`, `\n${made.treeSize + 1}\n`), [
+          parseVerifierKey(verifierKey),
+        ]),
+      {
+        code: 'CHECKPOINT_INVALID',
+      },
+    );
+    // Viewers may read checkpoints and keys (a witness needs no admin token); workers may not.
+    const viewer = (await server.call('POST', '/v1/tokens', server.admin, { principal: 'w', role: 'viewer', projects: ['*'] }))
+      .body.secret;
+    assert.equal((await server.call('GET', '/v1/audit/checkpoint', viewer)).status, 200);
+    assert.equal((await server.call('POST', '/v1/audit/checkpoint', viewer)).status, 403);
+    assert.equal((await server.call('GET', '/v1/audit/proof/inclusion?seq=1', viewer)).status, 403);
+    assert.equal((await server.call('GET', '/v1/audit/checkpoint', server.worker)).status, 403);
+  });
+
+  test('inclusion proofs of every entry verify against the signed root; a proof for another entry does not', async () => {
+    const made = await checkpoint();
+    const root = b64(made.rootHash);
+    for (let seq = 1; seq <= made.treeSize; seq++) {
+      const proof = (
+        await server.call(
+          'GET',
+          `/v1/audit/proof/inclusion?seq=${seq}&treeSize=${made.treeSize}`,
+          server.admin,
+        )
+      ).body;
+      const leaf = leafHash(b64(proof.entry));
+      assert.equal(JSON.parse(b64(proof.entry).toString('utf8')).seq, seq);
+      assert.ok(verifyInclusion(seq - 1, made.treeSize, leaf, proof.proof.map(b64), root), `entry ${seq}`);
+      if (seq > 1)
+        assert.equal(verifyInclusion(seq - 2, made.treeSize, leaf, proof.proof.map(b64), root), false);
+    }
+    const beyond = await server.call(
+      'GET',
+      `/v1/audit/proof/inclusion?seq=${made.treeSize + 100}`,
+      server.admin,
+    );
+    assert.equal(beyond.status, 400);
+  });
+
+  test('consistency proofs link every older checkpoint to the newest; a wrong size is refused', async () => {
+    const first = await checkpoint();
+    for (let i = 0; i < 7; i++) await server.call('POST', '/v1/jobs', server.admin, spec('audit'));
+    const second = await checkpoint();
+    for (let from = 0; from <= second.treeSize; from++) {
+      const proof = (
+        await server.call(
+          'GET',
+          `/v1/audit/proof/consistency?from=${from}&to=${second.treeSize}`,
+          server.admin,
+        )
+      ).body;
+      assert.ok(
+        verifyConsistency(
+          from,
+          second.treeSize,
+          proof.proof.map(b64),
+          b64(proof.fromRoot),
+          b64(second.rootHash),
+        ),
+        `from ${from}`,
+      );
+    }
+    const proof = (
+      await server.call(
+        'GET',
+        `/v1/audit/proof/consistency?from=${first.treeSize}&to=${second.treeSize}`,
+        server.admin,
+      )
+    ).body;
+    assert.equal(proof.fromRoot, first.rootHash);
+    const hashes = proof.proof.map(b64);
+    assert.equal(
+      verifyConsistency(
+        first.treeSize + 1,
+        second.treeSize,
+        hashes,
+        b64(first.rootHash),
+        b64(second.rootHash),
+      ),
+      false,
+    );
+    assert.equal(
+      verifyConsistency(
+        first.treeSize,
+        second.treeSize - 1,
+        hashes,
+        b64(first.rootHash),
+        b64(second.rootHash),
+      ),
+      false,
+    );
+    const tooFar = await server.call(
+      'GET',
+      `/v1/audit/proof/consistency?from=1&to=${second.treeSize + 50}`,
+      server.admin,
+    );
+    assert.equal(tooFar.status, 400);
+    assert.equal(tooFar.body.error.code, 'INVALID_REQUEST');
+  });
+
+  test('a consistent rewrite passes the internal checks but not its own checkpoints, nor an outside one', async () => {
+    const outside = await checkpoint();
+    const against = `treeSize=${outside.treeSize}&rootHash=${encodeURIComponent(outside.rootHash)}`;
+    assert.equal((await server.call('GET', `/v1/audit/verify?${against}`, server.admin)).body.ok, true);
+    // Keeping the log's own checkpoints: they give it away.
+    await rewriteConsistently(server, 3, false);
+    let result = await verifyAuditDatabase(`${server.dataDir}/airlock.db`);
+    assert.equal(result.ok, false);
+    assert.equal(result.firstBad?.kind, 'checkpoint-mismatch');
+    // Dropping them too: the database agrees with itself...
+    await rewriteConsistently(server, 3, true);
+    result = await verifyAuditDatabase(`${server.dataDir}/airlock.db`);
+    assert.equal(result.ok, true, JSON.stringify(result.firstBad));
+    // ...but not with the checkpoint kept outside.
+    result = await verifyAuditDatabase(`${server.dataDir}/airlock.db`, {
+      treeSize: outside.treeSize,
+      rootHash: b64(outside.rootHash),
+    });
+    assert.equal(result.ok, false);
+    assert.equal(result.firstBad?.kind, 'checkpoint-mismatch');
+    assert.match(result.firstBad?.reason ?? '', /rewritten/);
+    const online = (await server.call('GET', `/v1/audit/verify?${against}`, server.admin)).body;
+    assert.equal(online.ok, false);
+    assert.equal(online.firstBad.kind, 'checkpoint-mismatch');
+  });
+
+  test('an entry rewritten with its chain, or a rewritten tree node, is named', async () => {
+    // The entry and every chain hash after it are recomputed, the stored tree is not.
+    const db = openDb(server);
+    try {
+      db.prepare("UPDATE audit_events SET actor = 'someone-else' WHERE seq = 2").run();
+      const rows = (
+        db.prepare('SELECT * FROM audit_events ORDER BY seq').all() as Parameters<typeof auditFromDb>[0][]
+      ).map(auditFromDb);
+      let prev = GENESIS_HASH;
+      for (const row of rows) {
+        const hash = entryHash({ ...row, prevHash: prev });
+        db.prepare('UPDATE audit_events SET prev_hash = ?, hash = ? WHERE seq = ?').run(prev, hash, row.seq);
+        prev = hash;
+      }
+      db.prepare('UPDATE audit_head SET hash = ? WHERE id = 1').run(prev);
+    } finally {
+      db.close();
+    }
+    let result = await verifyAuditDatabase(`${server.dataDir}/airlock.db`);
+    assert.equal(result.firstBad?.kind, 'entry-changed');
+    assert.equal(result.firstBad?.seq, 2);
+    await rewriteConsistently(server, 1, true); // a clean, consistent state again
+    const tree = openDb(server);
+    try {
+      tree.prepare('UPDATE audit_tree SET hash = ? WHERE level = 1 AND idx = 1').run(Buffer.alloc(32, 7));
+    } finally {
+      tree.close();
+    }
+    result = await verifyAuditDatabase(`${server.dataDir}/airlock.db`);
+    assert.equal(result.firstBad?.kind, 'tree-changed');
+    assert.equal(result.firstBad?.seq, 4);
+  });
+
+  test('a truncated log, and a database restored from an older copy, are named against the outside checkpoint', async () => {
+    const backup = join(server.dataDir, 'older.db');
+    await checkpoint();
+    const db = new Database(`${server.dataDir}/airlock.db`);
+    await db.backup(backup);
+    db.close();
+    for (let i = 0; i < 4; i++) await server.call('POST', '/v1/jobs', server.admin, spec('audit'));
+    const outside = await checkpoint();
+    const against = { treeSize: outside.treeSize, rootHash: b64(outside.rootHash) };
+    // Restored: the older copy agrees with itself; only the outside checkpoint shows what is gone.
+    assert.equal((await verifyAuditDatabase(backup)).ok, true);
+    const restored = await verifyAuditDatabase(backup, against);
+    assert.equal(restored.ok, false);
+    assert.equal(restored.firstBad?.kind, 'older-than-checkpoint');
+    assert.match(restored.firstBad?.reason ?? '', /restored from an older copy/);
+    // Truncated, with the head fixed: the tree and the log's own checkpoints still say more.
+    const cut = openDb(server);
+    try {
+      cut.prepare('DELETE FROM audit_events WHERE seq > ?').run(outside.treeSize - 3);
+      const last = cut.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get() as {
+        seq: number;
+        hash: string;
+      };
+      cut.prepare('UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1').run(last.seq, last.hash);
+    } finally {
+      cut.close();
+    }
+    const truncated = await verifyAuditDatabase(`${server.dataDir}/airlock.db`, against);
+    assert.equal(truncated.ok, false);
+    assert.equal(truncated.firstBad?.kind, 'tail-cut');
+  });
+
+  test('the log records sensitive values only as HMACs, which audit hash finds', async () => {
+    await server.call('POST', '/v1/jobs', server.admin, {
+      ...spec('audit'),
+      env: { API_KEY: 'hunter2-secret' },
+    });
+    const events = (await server.call('GET', '/v1/audit/events?last=5', server.admin)).body.events;
+    const submit = events.findLast((e: { action: string }) => e.action === 'job.submit');
+    assert.ok(!JSON.stringify(events).includes('hunter2-secret'));
+    const hmac = (await server.call('POST', '/v1/audit/hash', server.admin, { value: 'hunter2-secret' })).body
+      .hmac;
+    assert.match(hmac, /^hmac-sha256:[0-9a-f]{64}$/);
+    assert.equal(submit.details.env.API_KEY, hmac);
+    const other = (await server.call('POST', '/v1/audit/hash', server.admin, { value: 'hunter3-secret' }))
+      .body.hmac;
+    assert.notEqual(other, hmac);
+    // The key lives in the data directory, not in the database, readable by its owner only.
+    const database = await readFile(`${server.dataDir}/airlock.db`);
+    const key = (await readFile(join(server.dataDir, 'audit-hmac.key'), 'utf8')).trim();
+    assert.equal(database.includes(Buffer.from(key)), false);
+    assert.equal((await stat(join(server.dataDir, 'audit-hmac.key'))).mode & 0o777, 0o600);
+    assert.equal((await stat(join(server.dataDir, 'audit-checkpoint.key'))).mode & 0o777, 0o600);
+  });
+});
+
+describe('audit checkpoints: sink, key rotation, witness', () => {
+  let server: TestServer;
+  let sinkDir: string;
+  beforeEach(async () => {
+    sinkDir = await mkdtemp(join(tmpdir(), 'airlock-sink-'));
+    server = await startTestServer({ checkpointSink: `dir:${sinkDir}`, checkpointIntervalMs: 0 });
+  });
+  afterEach(async () => {
+    await server.close();
+    await rm(sinkDir, { recursive: true, force: true });
+  });
+
+  test('checkpoints reach the sink as files that are never overwritten', async () => {
+    const made = (await server.call('POST', '/v1/audit/checkpoint', server.admin)).body;
+    // Exported in the background: wait (bounded) until the server records it.
+    let listed = made;
+    for (let i = 0; i < 100 && listed.exportedAt === null; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      listed = (await server.call('GET', '/v1/audit/checkpoint', server.admin)).body;
+    }
+    assert.notEqual(listed.exportedAt, null);
+    assert.deepEqual(
+      (await readdir(sinkDir)).sort(),
+      [
+        `checkpoint-${String(made.treeSize).padStart(20, '0')}.txt`,
+        'checkpoint-00000000000000000000.txt',
+        'latest.txt',
+      ].sort(),
+    );
+    const name = `checkpoint-${String(made.treeSize).padStart(20, '0')}.txt`;
+    assert.equal(await readFile(join(sinkDir, name), 'utf8'), made.note);
+    assert.equal(await readFile(join(sinkDir, 'latest.txt'), 'utf8'), made.note);
+    assert.ok((await lstat(join(sinkDir, name))).isFile());
+  });
+
+  test('key rotation: recorded, the rotation checkpoint signed by both keys, later ones by the new key only', async () => {
+    const before = (await server.call('GET', '/v1/audit/keys', server.admin)).body.keys;
+    const rotated = (await server.call('POST', '/v1/audit/keys/rotate', server.admin)).body;
+    const after = (await server.call('GET', '/v1/audit/keys', server.admin)).body.keys;
+    assert.equal(after.length, 2);
+    const oldKey = parseVerifierKey(before[0].verifierKey);
+    const newKey = parseVerifierKey(
+      after.find((k: { retiredAt: string | null }) => k.retiredAt === null).verifierKey,
+    );
+    assert.notEqual(oldKey.text, newKey.text);
+    assert.equal(openNote(rotated.note, [oldKey]).signedBy.length, 1);
+    assert.equal(openNote(rotated.note, [newKey]).signedBy.length, 1);
+    const event = (await server.call('GET', '/v1/audit/events?last=3', server.admin)).body.events.find(
+      (e: { action: string }) => e.action === 'audit.key.rotate',
+    );
+    assert.equal(event.details.retired, oldKey.text);
+    assert.equal(event.details.current, newKey.text);
+    const next = (await server.call('POST', '/v1/audit/checkpoint', server.admin)).body;
+    assert.throws(() => openNote(next.note, [oldKey]), { code: 'CHECKPOINT_INVALID' });
+    assert.equal(openNote(next.note, [newKey]).signedBy.length, 1);
+  });
+
+  test('the witness accepts consistent checkpoints and refuses a rewritten or truncated log', async () => {
+    const env = { AIRLOCK_URL: server.url, AIRLOCK_TOKEN: server.admin, HOME: sinkDir };
+    const state = join(sinkDir, 'witness.json');
+    await server.call('POST', '/v1/jobs', server.admin, spec('audit'));
+    await server.call('POST', '/v1/audit/checkpoint', server.admin);
+    let run = await runCli(['audit', 'witness', '--state', state], env);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /first checkpoint accepted/);
+    const first = (await server.call('GET', '/v1/audit/checkpoint', server.admin)).body;
+    await writeFile(join(sinkDir, 'first.txt'), first.note);
+    for (let i = 0; i < 3; i++) await server.call('POST', '/v1/jobs', server.admin, spec('audit'));
+    await server.call('POST', '/v1/audit/checkpoint', server.admin);
+    run = await runCli(['audit', 'witness', '--state', state], env);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /consistent with the last one seen/);
+    // prove and consistency, checked on the client against signed checkpoints.
+    run = await runCli(['audit', 'prove', '2'], env);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /entry 2 is in the log/);
+    run = await runCli(['audit', 'consistency', join(sinkDir, 'first.txt'), String(first.treeSize + 2)], env);
+    assert.equal(run.code, 0, run.stderr);
+    assert.match(run.stdout, /^consistent/);
+    // An older checkpoint is refused: it would hide a truncation.
+    run = await runCli(
+      ['audit', 'witness', '--state', state, '--checkpoint', join(sinkDir, 'first.txt')],
+      env,
+    );
+    assert.equal(run.code, 1);
+    assert.match(run.stdout, /REFUSED: .*fewer than/);
+    // History rewritten under the witness: the next checkpoint is not consistent with what it saw.
+    const seen = JSON.parse(await readFile(state, 'utf8')).checkpoint;
+    await rewriteConsistently(server, 2, true);
+    await server.call('POST', '/v1/audit/checkpoint', server.admin);
+    run = await runCli(['audit', 'witness', '--state', state], env);
+    assert.equal(run.code, 1, run.stdout);
+    assert.match(run.stdout, /REFUSED: .*not consistent/);
+    assert.equal(
+      JSON.parse(await readFile(state, 'utf8')).checkpoint,
+      seen,
+      'a refused checkpoint is not kept',
+    );
+    // verify --against the checkpoint the witness kept names the rewrite.
+    await writeFile(join(sinkDir, 'seen.txt'), seen);
+    run = await runCli(['audit', 'verify', '--against', join(sinkDir, 'seen.txt')], env);
+    assert.equal(run.code, 1);
+    assert.match(run.stdout, /checkpoint-mismatch/);
+  });
+});
