@@ -8,6 +8,7 @@ import { SandboxEngine } from '../src/sandbox/engine.js';
 import type { RuntimeName, SandboxJob } from '../src/sandbox/job.js';
 import { findExecutable, RUNTIME_DRIVERS } from '../src/sandbox/runtimes.js';
 import { loadSeccompProfile } from '../src/sandbox/seccomp.js';
+import { auditBench } from './audit.js';
 import { prepareBareBundle } from './bare.js';
 import { writeCProject } from './build-project.js';
 import { service } from './service.js';
@@ -28,6 +29,8 @@ import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from '.
  *  4. the CLI's own start-up cost.
  *  5. the service (bench/service.ts): a trivial job end to end through `airlock up`, sustained
  *     throughput with concurrent submitters, the server's and worker's memory.
+ *  6. the audit log (bench/audit.ts): append cost from 1K to 1M entries, full verification,
+ *     proof size and time.
  */
 
 const { values: args } = parseArgs({
@@ -39,12 +42,13 @@ const { values: args } = parseArgs({
     'service-pairs': { type: 'string', default: '40' },
     'service-jobs': { type: 'string', default: '120' },
     submitters: { type: 'string', default: '4' },
+    'audit-entries': { type: 'string', default: '1000000' },
   },
 });
 const PAIRS = Number(args.pairs);
 const BUILD_PAIRS = Number(args['build-pairs']);
 const BUILD_FILES = Number(args['build-files']);
-/** Run one part only: trivial, build, startup or service. */
+/** Run one part only: trivial, build, startup, service or audit. */
 const ONLY = args.only;
 const part = (name: string): boolean => ONLY === undefined || ONLY === name;
 const BENCH_ROOT = '/var/lib/airlock-bench';
@@ -343,6 +347,11 @@ async function main(): Promise<void> {
     log('engine throughput (no server, no worker)');
     serviceLines.push('', ...(await engineThroughput(Number(args['service-jobs']))));
   }
+  let auditLines: string[] = [];
+  if (part('audit')) {
+    log('audit log growth, verification and proofs');
+    auditLines = await auditBench({ entries: Number(args['audit-entries']), log });
+  }
   let cli: string[] = [];
   if (part('startup')) {
     log('CLI start-up');
@@ -356,6 +365,8 @@ async function main(): Promise<void> {
     ...(rows.length > 0 ? [TABLE_HEADER, ...rows.map(formatRow)] : []),
     '',
     ...serviceLines,
+    '',
+    ...auditLines,
     '',
     ...cli,
   ];

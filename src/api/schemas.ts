@@ -100,6 +100,15 @@ export const JobRunResultSchema = Type.Object(
       ),
       { maxItems: 10_000 },
     ),
+    sandbox: Type.Optional(
+      Type.Object(
+        {
+          configSha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+          seccompSha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+        },
+        closed,
+      ),
+    ),
   },
   closed,
 );

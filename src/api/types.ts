@@ -69,6 +69,8 @@ export interface JobRunResult {
   startFailure: { kind: 'command-not-found' | 'not-executable'; message: string } | null;
   /** Files matched by spec.outputs, with their SHA-256 (hex) and size. */
   outputs: Array<{ path: string; sha256: string; size: number }>;
+  /** SHA-256 (hex) of the sandbox's OCI config.json and of its seccomp profile (for the audit trail). */
+  sandbox?: { configSha256: string; seccompSha256: string };
 }
 
 /** A job as the API returns it. */

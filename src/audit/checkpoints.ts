@@ -218,28 +218,33 @@ export class AuditCheckpoints {
   exportPending(): Promise<void> {
     const sink = this.#o.sink;
     if (sink === null) return this.#exporting;
-    this.#exporting = this.#exporting.then(async () => {
-      for (;;) {
-        const batch = await this.#o.store.read(async (tx) => tx.audit.unexportedCheckpoints(EXPORT_BATCH));
-        for (const row of batch) {
-          try {
-            await sink.put({ treeSize: row.treeSize, note: row.note });
-          } catch (error) {
-            const message = describeError(error);
-            if (message !== this.#lastExportError)
-              this.#o.logger.error(
-                { sink: sink.description, treeSize: row.treeSize, err: error },
-                'a signed audit checkpoint could not be exported; it is retried with the next checkpoint',
-              );
-            this.#lastExportError = message;
-            return;
+    this.#exporting = this.#exporting
+      .then(async () => {
+        for (;;) {
+          const batch = await this.#o.store.read(async (tx) => tx.audit.unexportedCheckpoints(EXPORT_BATCH));
+          for (const row of batch) {
+            try {
+              await sink.put({ treeSize: row.treeSize, note: row.note });
+            } catch (error) {
+              const message = describeError(error);
+              if (message !== this.#lastExportError)
+                this.#o.logger.error(
+                  { sink: sink.description, treeSize: row.treeSize, err: error },
+                  'a signed audit checkpoint could not be exported; it is retried with the next checkpoint',
+                );
+              this.#lastExportError = message;
+              return;
+            }
+            this.#lastExportError = '';
+            await this.#o.store.transaction(async (tx) => tx.audit.markExported(row.id, this.#now()));
           }
-          this.#lastExportError = '';
-          await this.#o.store.transaction(async (tx) => tx.audit.markExported(row.id, this.#now()));
+          if (batch.length < EXPORT_BATCH) return;
         }
-        if (batch.length < EXPORT_BATCH) return;
-      }
-    });
+      })
+      .catch((error: unknown) => {
+        // The store itself failed (or closed): nothing is lost, the next round tries again.
+        this.#o.logger.error({ err: error }, 'exporting audit checkpoints failed');
+      });
     return this.#exporting;
   }
 

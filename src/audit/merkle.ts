@@ -119,8 +119,15 @@ export class StoredTree {
     return hash;
   }
 
+  /** Refuses a size beyond the leaves stored (some proofs would read no node that shows it). */
+  async #requireLeaves(size: number): Promise<void> {
+    if (size > 0 && (await this.#source.node(0, size - 1)) === null)
+      throw new RangeError(`the audit tree has fewer than ${size} leaves`);
+  }
+
   async root(size: number): Promise<Buffer> {
     checkSize('tree size', size);
+    await this.#requireLeaves(size);
     return size === 0 ? emptyRoot() : this.rangeHash(0, size);
   }
 
@@ -129,6 +136,7 @@ export class StoredTree {
     checkSize('leaf index', leafIndex);
     checkSize('tree size', size);
     if (leafIndex >= size) throw new RangeError(`leaf ${leafIndex} is not in a tree of size ${size}`);
+    await this.#requireLeaves(size);
     const path: Buffer[] = [];
     const walk = async (m: number, start: number, end: number): Promise<void> => {
       const n = end - start;
@@ -151,6 +159,7 @@ export class StoredTree {
     checkSize('old size', oldSize);
     checkSize('new size', newSize);
     if (oldSize > newSize) throw new RangeError(`old size ${oldSize} is larger than new size ${newSize}`);
+    await this.#requireLeaves(newSize);
     if (oldSize === 0 || oldSize === newSize) return [];
     const proof: Buffer[] = [];
     const sub = async (m: number, start: number, end: number, whole: boolean): Promise<void> => {

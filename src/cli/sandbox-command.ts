@@ -54,6 +54,8 @@ export function resultDocument(
     cancelled: result.cancelled,
     startFailure: result.startFailure,
     jobId: result.jobId,
+    configSha256: result.configSha256,
+    seccompSha256: result.seccompSha256,
   };
 }
 

@@ -206,6 +206,8 @@ export class JobQueue {
               peakMemoryBytes: r.peakMemoryBytes,
               outputBytes: r.outputBytes,
               outputs: r.outputs.slice(0, 100),
+              ...(r.sandbox !== undefined ? { sandbox: r.sandbox } : {}),
+              resources: row.spec.resources ?? {},
             }
           : {}),
       });

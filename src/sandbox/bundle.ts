@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ValidJob } from './job.js';
@@ -53,8 +54,11 @@ export function buildOciSpec(plan: SandboxPlan): OciSpec {
 
 export const CONFIG_FILE = 'config.json';
 
-export async function writeBundleConfig(bundleDir: string, spec: OciSpec): Promise<void> {
+/** Writes config.json; answers the SHA-256 (hex) of its bytes, for the audit trail. */
+export async function writeBundleConfig(bundleDir: string, spec: OciSpec): Promise<string> {
   // 0600: the config names host paths and ID ranges; only root reads it. Compact: it is
   // written for every job (`--print-config` shows it indented).
-  await writeFile(join(bundleDir, CONFIG_FILE), JSON.stringify(spec), { mode: 0o600, flag: 'wx' });
+  const text = JSON.stringify(spec);
+  await writeFile(join(bundleDir, CONFIG_FILE), text, { mode: 0o600, flag: 'wx' });
+  return createHash('sha256').update(text).digest('hex');
 }

@@ -108,6 +108,9 @@ export interface SandboxResult {
     readonly kind: 'command-not-found' | 'not-executable';
     readonly message: string;
   } | null;
+  /** SHA-256 (hex) of the job's OCI config.json as the runtime read it, and of its seccomp section. */
+  readonly configSha256: string;
+  readonly seccompSha256: string;
 }
 
 export interface RuntimeStatus {
@@ -442,7 +445,7 @@ export class SandboxEngine {
         seccomp: this.#options.seccomp.seccomp,
       }),
     );
-    await writeBundleConfig(jobDir, spec);
+    const configSha256 = await writeBundleConfig(jobDir, spec);
     cleanups.push(() => this.#deleteContainer(driver, binaryPath, jobId));
 
     // Keeps the deadline even if this process dies (the engine's own kill comes first). Armed
@@ -508,6 +511,8 @@ export class SandboxEngine {
       outputTruncated: outcome.outputTruncated,
       runtime: driver.name,
       startFailure,
+      configSha256,
+      seccompSha256: this.#options.seccomp.digest.replace(/^sha256:/, ''),
     };
   }
 

@@ -84,6 +84,7 @@ export function jobRunResultOf(result: SandboxResult, outputs: OutputFile[]): Jo
     runtime: result.runtime,
     startFailure: result.startFailure === null ? null : { ...result.startFailure },
     outputs,
+    sandbox: { configSha256: result.configSha256, seccompSha256: result.seccompSha256 },
   };
 }
 

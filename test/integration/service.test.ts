@@ -126,6 +126,24 @@ describe('airlock up + airlock run', { timeout: 600_000 }, () => {
     assert.equal(refused.code, 125);
   });
 
+  test('a job cannot reach the audit keys: the data directory is not in its world', async () => {
+    const dataDir = p.env.AIRLOCK_DATA_DIR ?? '';
+    assert.ok((await readFile(join(dataDir, 'audit-checkpoint.key'), 'utf8')).includes('PRIVATE KEY'));
+    const probe = await runCli(
+      [
+        'run',
+        '--',
+        'sh',
+        '-c',
+        `cat ${dataDir}/audit-checkpoint.key ${dataDir}/audit-hmac.key; ls ${dataDir}`,
+      ],
+      p.env,
+    );
+    assert.notEqual(probe.code, 0);
+    assert.doesNotMatch(probe.stdout, /PRIVATE KEY|[0-9a-f]{64}/);
+    assert.match(probe.stderr, /No such file or directory/);
+  });
+
   test('--detach, status, logs, jobs, --json', async () => {
     const detached = await runCli(
       ['run', '--detach', '--project', 'e2e', '--', 'sh', '-c', 'echo detached'],
@@ -225,12 +243,15 @@ describe('faults: a worker or the server killed with SIGKILL', { timeout: 600_00
       .events as Array<{
       action: string;
       target: string;
-      details: { to?: string };
+      details: { to?: string; sandbox?: { configSha256: string; seccompSha256: string } };
     }>;
     const results = events.filter(
       (e) => e.target === `job:${id}` && e.action === 'job.state' && e.details.to === 'succeeded',
     );
     assert.equal(results.length, 1, 'one result');
+    // The result's audit event pins the sandbox it ran in: its OCI config and seccomp profile.
+    assert.match(results[0]?.details.sandbox?.configSha256 ?? '', /^[0-9a-f]{64}$/);
+    assert.match(results[0]?.details.sandbox?.seccompSha256 ?? '', /^[0-9a-f]{64}$/);
   });
 
   test('kill -9 the server right after a 2xx submit: the job is there after the restart, and runs', async () => {

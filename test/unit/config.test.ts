@@ -29,6 +29,8 @@ describe('loadConfig', () => {
         projectQueueLimit: 1000,
         bodyLimitBytes: 4 * 1024 * 1024,
         logLevel: 'info',
+        checkpointIntervalMs: 60_000,
+        checkpointSink: null,
       },
       client: { url: undefined, token: undefined, configFile: '/home/someone/.config/airlock/client.json' },
     });
@@ -45,6 +47,8 @@ describe('loadConfig', () => {
       AIRLOCK_PROJECT_QUEUE_LIMIT: '20',
       AIRLOCK_MAX_BODY: '1M',
       AIRLOCK_LOG_LEVEL: 'warn',
+      AIRLOCK_CHECKPOINT_INTERVAL: '0',
+      AIRLOCK_CHECKPOINT_SINK: 'dir:/srv/checkpoints',
       AIRLOCK_URL: 'https://airlock.example:7340',
       AIRLOCK_TOKEN: 'alk_x',
     });
@@ -57,6 +61,8 @@ describe('loadConfig', () => {
       projectQueueLimit: 20,
       bodyLimitBytes: 1024 * 1024,
       logLevel: 'warn',
+      checkpointIntervalMs: 0,
+      checkpointSink: 'dir:/srv/checkpoints',
     });
     assert.deepEqual(config.client, {
       url: 'https://airlock.example:7340',

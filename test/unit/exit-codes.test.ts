@@ -19,6 +19,8 @@ function result(overrides: Partial<SandboxResult>): SandboxResult {
     outputTruncated: false,
     runtime: 'runc',
     startFailure: null,
+    configSha256: 'c'.repeat(64),
+    seccompSha256: 'd'.repeat(64),
     ...overrides,
   };
 }

@@ -83,11 +83,14 @@ describe('resultDocument', () => {
     outputTruncated: false,
     runtime: 'crun',
     startFailure: null,
+    configSha256: 'c'.repeat(64),
+    seccompSha256: 'd'.repeat(64),
   };
 
   test('has exactly the documented keys', () => {
     assert.deepEqual(Object.keys(resultDocument(result, 'out', 'err')).sort(), [
       'cancelled',
+      'configSha256',
       'cpuMs',
       'exitCode',
       'jobId',
@@ -96,6 +99,7 @@ describe('resultDocument', () => {
       'outputTruncated',
       'peakMemoryBytes',
       'runtime',
+      'seccompSha256',
       'signal',
       'startFailure',
       'stderr',

@@ -145,6 +145,8 @@ function sandboxResult(fields: Partial<SandboxResult> = {}): SandboxResult {
     outputTruncated: false,
     runtime: 'runc',
     startFailure: null,
+    configSha256: 'c'.repeat(64),
+    seccompSha256: 'd'.repeat(64),
     ...fields,
   };
 }
@@ -389,6 +391,7 @@ describe('Worker: running a job', () => {
       outputTruncated: false,
       runtime: 'runc',
       startFailure: null,
+      sandbox: { configSha256: 'c'.repeat(64), seccompSha256: 'd'.repeat(64) },
       outputs: [
         { path: 'dist/app.js', sha256: createHash('sha256').update('code').digest('hex'), size: 4 },
         { path: 'notes.txt', sha256: createHash('sha256').update('n').digest('hex'), size: 1 },
