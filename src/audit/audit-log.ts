@@ -1,9 +1,10 @@
 import { createHash, createHmac } from 'node:crypto';
 import type { AuditProblem, AuditVerification } from '../api/types.js';
 import { AirlockError, describeError } from '../errors.js';
-import type { AuditRow, Store, Tx } from '../store/store.js';
+import type { AuditRow, CheckpointRow, Store, Tx } from '../store/store.js';
 import { canonicalJson, toWellFormedText } from './canonical.js';
 import { CompactRange, leafHash, nodesForAppend } from './merkle.js';
+import { type NoteVerifier, openNote, parseCheckpoint, parseVerifierKey } from './note.js';
 
 /**
  * The audit trail: an append-only log of events (who, what, when, on what, outcome, why).
@@ -198,7 +199,7 @@ export async function verifyLog(
   const tree = new CompactRange();
   let checkpointsChecked = 0;
   let checkpointCursor = 0;
-  let pending: Array<{ id: number; treeSize: number; rootHash: Buffer; madeAt: number }> = [];
+  let pending: CheckpointRow[] = [];
   const seen: { newestOwn: { treeSize: number; madeAt: number } | null } = { newestOwn: null };
   let againstMatched: boolean | null = null;
   const result = (bad: Bad | null, head: AuditVerification['head']): AuditVerification => ({
@@ -225,20 +226,59 @@ export async function verifyLog(
     const last = pending.at(-1);
     if (last !== undefined) checkpointCursor = last.id;
   };
+  // The log's own keys and origin: each stored checkpoint is compared by its *signed* note,
+  // so rewriting the root column alone does not make a rewritten history pass.
+  const identity = await store.read(async (tx) => ({
+    keys: await tx.audit.keys(),
+    info: await tx.audit.logInfo(),
+  }));
+  const verifiers: NoteVerifier[] = [];
+  for (const key of identity.keys) {
+    try {
+      verifiers.push(parseVerifierKey(key.verifierKey));
+    } catch {
+      // A malformed key row verifies nothing; the checkpoints it signed fail below.
+    }
+  }
+  const signedCheckpoint = (row: CheckpointRow): string | null => {
+    try {
+      const body = parseCheckpoint(openNote(row.note, verifiers).text);
+      if (identity.info !== null && body.origin !== identity.info.origin) return 'names another log';
+      if (body.treeSize !== row.treeSize || !body.rootHash.equals(row.rootHash))
+        return 'differs from its own signed note';
+      return null;
+    } catch (error) {
+      return `is not signed by the log's keys (${describeError(error)})`;
+    }
+  };
   const compareCheckpoints = async (): Promise<Bad | null> => {
     for (;;) {
       await nextCheckpoints();
       const next = pending[0];
       if (next === undefined || next.treeSize > tree.size) return null;
       pending.shift();
+      const when = new Date(next.madeAt).toISOString();
+      // Sizes only grow from one checkpoint to the next: a smaller one was inserted or rewritten.
+      if (next.treeSize < tree.size)
+        return {
+          seq: Math.max(1, next.treeSize),
+          kind: 'checkpoint-mismatch',
+          reason: `checkpoint ${next.id} (${when}) covers ${next.treeSize} entries, fewer than the one before it: the checkpoints were tampered with`,
+        };
       seen.newestOwn = { treeSize: next.treeSize, madeAt: next.madeAt };
-      if (next.treeSize < tree.size) continue; // sizes 0 and repeats were compared already
       checkpointsChecked += 1;
+      const problem = signedCheckpoint(next);
+      if (problem !== null)
+        return {
+          seq: Math.max(1, next.treeSize),
+          kind: 'checkpoint-mismatch',
+          reason: `checkpoint ${next.id} (${when}) ${problem}: the checkpoints were rewritten`,
+        };
       if (!tree.root().equals(next.rootHash))
         return {
           seq: Math.max(1, next.treeSize),
           kind: 'checkpoint-mismatch',
-          reason: `the first ${next.treeSize} entries no longer match checkpoint ${next.id} signed ${new Date(next.madeAt).toISOString()}: entries up to ${next.treeSize} were rewritten`,
+          reason: `the first ${next.treeSize} entries no longer match checkpoint ${next.id} signed ${when}: entries up to ${next.treeSize} were rewritten`,
         };
     }
   };

@@ -234,6 +234,16 @@ describe('audit Merkle log over the API', () => {
     let result = await verifyAuditDatabase(`${server.dataDir}/airlock.db`);
     assert.equal(result.ok, false);
     assert.equal(result.firstBad?.kind, 'checkpoint-mismatch');
+    // Rewriting their root column too: each is compared by its signed note, not the column.
+    const db = openDb(server);
+    try {
+      db.prepare('UPDATE audit_checkpoints SET root_hash = ? WHERE tree_size > 0').run(Buffer.alloc(32, 3));
+    } finally {
+      db.close();
+    }
+    result = await verifyAuditDatabase(`${server.dataDir}/airlock.db`);
+    assert.equal(result.firstBad?.kind, 'checkpoint-mismatch');
+    assert.match(result.firstBad?.reason ?? '', /differs from its own signed note/);
     // Dropping them too: the database agrees with itself...
     await rewriteConsistently(server, 3, true);
     result = await verifyAuditDatabase(`${server.dataDir}/airlock.db`);

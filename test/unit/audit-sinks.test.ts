@@ -6,12 +6,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
-import {
-  type CheckpointSink,
-  checkpointObjectName,
-  parseCheckpointSink,
-  signV4,
-} from '../../src/audit/sinks.js';
+import { signV4 } from '../../src/audit/sigv4.js';
+import { type CheckpointSink, checkpointObjectName, parseCheckpointSink } from '../../src/audit/sinks.js';
 import { AirlockError } from '../../src/errors.js';
 
 /**
