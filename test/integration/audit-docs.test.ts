@@ -52,7 +52,12 @@ describe('docs/audit.md: verifying without Airlock', () => {
   test('the snippet verifies a real checkpoint and inclusion proof, and refuses changed ones', async () => {
     const checkpoint = (await server.call('POST', '/v1/audit/checkpoint', server.admin)).body;
     const verifierKey = (await server.call('GET', '/v1/audit/keys', server.admin)).body.keys[0].verifierKey;
-    const check = async (seq: number, change?: (input: Record<string, any>) => void) => {
+    interface Input {
+      verifierKey: string;
+      checkpoint: string;
+      proof: { entry: string; proof: string[]; leafIndex: number; treeSize: number };
+    }
+    const check = async (seq: number, change?: (input: Input) => void) => {
       const proof = (
         await server.call(
           'GET',
@@ -60,7 +65,7 @@ describe('docs/audit.md: verifying without Airlock', () => {
           server.admin,
         )
       ).body;
-      const input: Record<string, any> = { verifierKey, checkpoint: checkpoint.note, proof };
+      const input: Input = { verifierKey, checkpoint: checkpoint.note, proof };
       change?.(input);
       const file = join(dir, `input-${seq}.json`);
       await writeFile(file, JSON.stringify(input));
