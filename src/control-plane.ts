@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { buildApi } from './api/app.js';
 import { MerkleAuditLog } from './audit/audit-log.js';
 import { AuditCheckpoints } from './audit/checkpoints.js';
-import { loadOrCreateHmacKey } from './audit/keys.js';
+import { hmacKeyId, loadOrCreateHmacKey } from './audit/keys.js';
 import { parseCheckpointSink } from './audit/sinks.js';
 import { Authenticator } from './auth/authenticator.js';
 import type { Principal } from './auth/principal.js';
@@ -66,8 +66,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   let audit: MerkleAuditLog;
   let checkpoints: AuditCheckpoints;
   try {
-    audit = new MerkleAuditLog({ hmacKey: await loadOrCreateHmacKey(config.dataDir) });
+    const hmacKey = await loadOrCreateHmacKey(config.dataDir);
+    audit = new MerkleAuditLog({ hmacKey });
     checkpoints = await AuditCheckpoints.open({
+      hmacKeyId: hmacKeyId(hmacKey),
       store,
       audit,
       dataDir: config.dataDir,

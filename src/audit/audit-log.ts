@@ -297,7 +297,7 @@ export async function verifyLog(
   if (bad !== null) return result(bad, null);
   for (;;) {
     const first = expectedSeq - 1;
-    const { page, head, nodes } = await store.read(async (tx) => {
+    const { page, head, nodes, extra } = await store.read(async (tx) => {
       const rows = await tx.audit.after(first, VERIFY_PAGE);
       // The stored nodes this page completes, level by level.
       const stored = new Map<string, Buffer>();
@@ -309,7 +309,17 @@ export async function verifyLog(
         for (const node of await tx.audit.nodes(level, from, Math.floor(end / 2 ** level)))
           stored.set(`${level}:${node.index}`, node.hash);
       }
-      return { page: rows, head: await tx.audit.head(), nodes: stored };
+      // At the end, what lies beyond the last entry is read in the same view as the head:
+      // read later, an append in between would look like a cut tail.
+      const atEnd =
+        rows.length > 0
+          ? null
+          : {
+              leaves: await tx.audit.leafCount(),
+              nodesBeyond: await tx.audit.nodesBeyond(first),
+              unreached: await tx.audit.checkpointsAfter(checkpointCursor, 1),
+            };
+      return { page: rows, head: await tx.audit.head(), nodes: stored, extra: atEnd };
     });
     for (const row of page) {
       const at = row.seq;
@@ -358,10 +368,7 @@ export async function verifyLog(
       continue;
     }
     const lastSeq = expectedSeq - 1;
-    const extra = await store.read(async (tx) => ({
-      leaves: await tx.audit.leafCount(),
-      unreached: await tx.audit.checkpointsAfter(checkpointCursor, 1),
-    }));
+    if (extra === null) throw new Error('verifyLog: the last page was read without its end');
     const beyond = pending[0] ?? extra.unreached[0];
     if (head === null && lastSeq > 0)
       return result(
@@ -389,6 +396,15 @@ export async function verifyLog(
           seq: lastSeq + 1,
           kind: 'tail-cut',
           reason: `the Merkle tree has ${extra.leaves} leaves but the log ends at entry ${lastSeq}: the tail was cut off`,
+        },
+        null,
+      );
+    if (extra.nodesBeyond > 0)
+      return result(
+        {
+          seq: lastSeq + 1,
+          kind: 'tree-changed',
+          reason: `the Merkle tree holds ${extra.nodesBeyond} nodes beyond its ${lastSeq} entries: they were planted (the next append would fail on them)`,
         },
         null,
       );

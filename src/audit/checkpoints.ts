@@ -1,19 +1,23 @@
 import { randomBytes } from 'node:crypto';
 import type { ConsistencyProof, InclusionProof } from '../api/types.js';
 import type { Principal } from '../auth/principal.js';
-import { AirlockError, describeError } from '../errors.js';
+import { AirlockError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AuditKeyRow, CheckpointRow, Store, Tx } from '../store/store.js';
 import { type AuditLog, entryBytes } from './audit-log.js';
 import {
   completeRotation,
+  LAST_SIGNED_FILE,
+  type LastSigned,
   loadOrCreateSigningKey,
   prepareRotation,
+  readLastSigned,
   type SigningKey,
   settleRotation,
+  writeLastSigned,
 } from './keys.js';
 import { leafHash, nodesForAppend, StoredTree } from './merkle.js';
-import { formatCheckpoint, type NoteSigner, signNote } from './note.js';
+import { formatCheckpoint, type NoteSigner, rotationExtension, signNote } from './note.js';
 import type { CheckpointSink } from './sinks.js';
 
 /**
@@ -31,6 +35,8 @@ export interface AuditCheckpointsOptions {
   readonly logger: Logger;
   /** How often a checkpoint is made when the log grew; 0 = only on demand. */
   readonly intervalMs: number;
+  /** Fingerprint of the HMAC key (keys.ts hmacKeyId); a log made with another key refuses it. */
+  readonly hmacKeyId?: string;
   readonly now?: () => number;
 }
 
@@ -66,13 +72,21 @@ export class AuditCheckpoints {
   #key: SigningKey;
   #timer: NodeJS.Timeout | null = null;
   #exporting: Promise<void> = Promise.resolve();
-  #lastExportError = '';
+  /** Checkpoints and rotations one at a time: a rotation's key files and the last-signed record. */
+  #signing: Promise<unknown> = Promise.resolve();
+  #lastSigned: LastSigned | null;
 
-  private constructor(options: AuditCheckpointsOptions, origin: string, key: SigningKey) {
+  private constructor(
+    options: AuditCheckpointsOptions,
+    origin: string,
+    key: SigningKey,
+    lastSigned: LastSigned | null,
+  ) {
     this.#o = options;
     this.#now = options.now ?? Date.now;
     this.origin = origin;
     this.#key = key;
+    this.#lastSigned = lastSigned;
   }
 
   /**
@@ -88,8 +102,21 @@ export class AuditCheckpoints {
       if (info === null) {
         // The origin names this log in every checkpoint: unique, so two Airlocks' checkpoints
         // can never be confused. A key name may hold no spaces and no '+'.
-        info = { origin: `airlock-audit/${randomBytes(8).toString('hex')}`, createdAt: now() };
+        info = {
+          origin: `airlock-audit/${randomBytes(8).toString('hex')}`,
+          createdAt: now(),
+          hmacKeyId: null,
+        };
         await tx.audit.setLogInfo(info.origin, info.createdAt);
+      }
+      if (options.hmacKeyId !== undefined) {
+        // A lost or replaced HMAC key would make the log's HMACs unsearchable without a word.
+        if (info.hmacKeyId === null) await tx.audit.setHmacKeyId(options.hmacKeyId);
+        else if (info.hmacKeyId !== options.hmacKeyId)
+          throw new AirlockError(
+            'INVALID_CONFIG',
+            `the audit HMAC key in ${dataDir} (id ${options.hmacKeyId}) is not the key this audit log was written with (id ${info.hmacKeyId}): restore audit-hmac.key from the backup that goes with this database`,
+          );
       }
       return { origin: info.origin, keys: await tx.audit.keys() };
     });
@@ -103,8 +130,11 @@ export class AuditCheckpoints {
       );
     const built = await buildMissingTree(store);
     if (built > 0) options.logger.info({ entries: built }, 'built the Merkle tree of older audit entries');
-    const self = new AuditCheckpoints(options, origin, key);
-    await store.transaction(async (tx) => {
+    const self = new AuditCheckpoints(options, origin, key, await readLastSigned(dataDir));
+    // The database must still extend what this server last signed: a rolled-back or rewritten
+    // database is refused here, before the server signs anything for it.
+    await store.read(async (tx) => self.#checkExtendsLastSigned(tx));
+    await self.#sign(async (tx) => {
       if (current.length === 0)
         await tx.audit.insertKey({
           verifierKey: key.verifierKey,
@@ -112,9 +142,40 @@ export class AuditCheckpoints {
           createdAt: now(),
           retiredAt: null,
         });
-      if ((await tx.audit.latestCheckpoint()) === null) await self.#make(tx, [key]);
+      return (await tx.audit.latestCheckpoint()) === null ? self.#make(tx, [key]) : null;
     });
     return self;
+  }
+
+  /** Refuses a tree that does not extend the last checkpoint this server signed. */
+  async #checkExtendsLastSigned(tx: Tx): Promise<void> {
+    const last = this.#lastSigned;
+    if (last === null) return;
+    const size = (await tx.audit.head())?.seq ?? 0;
+    let root: Buffer | null = null;
+    if (size >= last.treeSize) root = await new StoredTree(tx.audit).root(last.treeSize).catch(() => null);
+    if (root !== null && root.equals(last.rootHash)) return;
+    throw new AirlockError(
+      'AUDIT_FAILED',
+      `the audit log (${size} entries) no longer extends the last checkpoint this server signed (${last.treeSize} entries, root ${last.rootHash.toString('base64')}): the database was restored from an older copy or rewritten, and the server will not sign it. If this is a deliberate restore, move ${this.#o.dataDir}/${LAST_SIGNED_FILE} aside to sign the restored log — every witness will still see the break, as it must`,
+    );
+  }
+
+  /**
+   * Runs `work` (which may make a checkpoint) in a transaction, one at a time, and records a
+   * checkpoint it made as the last signed one once it is committed.
+   */
+  #sign<T extends CheckpointRow | null>(work: (tx: Tx) => Promise<T>): Promise<T> {
+    const run = this.#signing.then(async () => {
+      const row = await this.#o.store.transaction(work);
+      if (row !== null && (this.#lastSigned === null || row.treeSize >= this.#lastSigned.treeSize)) {
+        this.#lastSigned = { treeSize: row.treeSize, rootHash: row.rootHash };
+        await writeLastSigned(this.#o.dataDir, this.#lastSigned);
+      }
+      return row;
+    });
+    this.#signing = run.catch(() => undefined);
+    return run;
   }
 
   get verifierKey(): string {
@@ -146,13 +207,17 @@ export class AuditCheckpoints {
 
   /** A new checkpoint of the whole log now (or the latest, when nothing was appended since and onlyIfGrown). */
   async checkpoint(options: { onlyIfGrown?: boolean } = {}): Promise<CheckpointRow> {
-    const row = await this.#o.store.transaction(async (tx) => {
+    let fresh = true;
+    const row = await this.#sign(async (tx) => {
       const latest = await tx.audit.latestCheckpoint();
       const size = (await tx.audit.head())?.seq ?? 0;
-      if (options.onlyIfGrown === true && latest !== null && latest.treeSize === size) return latest;
+      if (options.onlyIfGrown === true && latest !== null && latest.treeSize === size) {
+        fresh = false;
+        return latest;
+      }
       return this.#make(tx, [this.#key]);
     });
-    this.exportPending();
+    if (fresh) this.exportPending();
     return row;
   }
 
@@ -168,6 +233,13 @@ export class AuditCheckpoints {
    * new one from a note it can verify.
    */
   async rotate(who: Principal): Promise<CheckpointRow> {
+    // One rotation at a time (and none during a checkpoint): the prepared key file has one name.
+    const turn = this.#signing.then(() => this.#rotate(who));
+    this.#signing = turn.catch(() => undefined);
+    return turn;
+  }
+
+  async #rotate(who: Principal): Promise<CheckpointRow> {
     const old = this.#key;
     const next = await prepareRotation(this.#o.dataDir, this.origin);
     const row = await this.#o.store.transaction(async (tx) => {
@@ -187,15 +259,23 @@ export class AuditCheckpoints {
         createdAt: at,
         retiredAt: null,
       });
-      return this.#make(tx, [old, next]);
+      // The new key is named in the signed text, so it is the old key that vouches for it.
+      return this.#make(tx, [old, next], [rotationExtension(old.verifierKey, next.verifierKey)]);
     });
     await completeRotation(this.#o.dataDir);
     this.#key = next;
+    this.#lastSigned = { treeSize: row.treeSize, rootHash: row.rootHash };
+    await writeLastSigned(this.#o.dataDir, this.#lastSigned);
     this.exportPending();
     return row;
   }
 
-  async #make(tx: Tx, signers: readonly NoteSigner[]): Promise<CheckpointRow> {
+  async #make(
+    tx: Tx,
+    signers: readonly NoteSigner[],
+    extensions: readonly string[] = [],
+  ): Promise<CheckpointRow> {
+    await this.#checkExtendsLastSigned(tx);
     const size = (await tx.audit.head())?.seq ?? 0;
     const rootHash = await new StoredTree(tx.audit).root(size);
     const latest = await tx.audit.latestCheckpoint();
@@ -204,7 +284,10 @@ export class AuditCheckpoints {
       treeSize: size,
       rootHash,
       madeAt: this.#now(),
-      note: signNote(formatCheckpoint({ origin: this.origin, treeSize: size, rootHash }), signers),
+      note: signNote(
+        formatCheckpoint({ origin: this.origin, treeSize: size, rootHash }, extensions),
+        signers,
+      ),
       exportedAt: null,
     };
     await tx.audit.insertCheckpoint(row);
@@ -212,31 +295,36 @@ export class AuditCheckpoints {
   }
 
   /**
-   * Copies every checkpoint not yet exported to the sink, oldest first; stops at the first
-   * failure (kept for the next round, logged once per distinct error). One round at a time.
+   * Copies the checkpoints not yet exported to the sink, oldest first. When one fails it is
+   * kept (and logged at every round: a checkpoint the sink refuses may be a fork) and the
+   * newest pending one is tried too, so one bad checkpoint never stops anchoring the log.
+   * One round at a time.
    */
   exportPending(): Promise<void> {
     const sink = this.#o.sink;
     if (sink === null) return this.#exporting;
+    const put = async (row: CheckpointRow): Promise<boolean> => {
+      try {
+        await sink.put({ treeSize: row.treeSize, note: row.note });
+      } catch (error) {
+        this.#o.logger.error(
+          { sink: sink.description, treeSize: row.treeSize, err: error },
+          'a signed audit checkpoint could not be exported; it is retried at the next round',
+        );
+        return false;
+      }
+      await this.#o.store.transaction(async (tx) => tx.audit.markExported(row.id, this.#now()));
+      return true;
+    };
     this.#exporting = this.#exporting
       .then(async () => {
         for (;;) {
           const batch = await this.#o.store.read(async (tx) => tx.audit.unexportedCheckpoints(EXPORT_BATCH));
           for (const row of batch) {
-            try {
-              await sink.put({ treeSize: row.treeSize, note: row.note });
-            } catch (error) {
-              const message = describeError(error);
-              if (message !== this.#lastExportError)
-                this.#o.logger.error(
-                  { sink: sink.description, treeSize: row.treeSize, err: error },
-                  'a signed audit checkpoint could not be exported; it is retried with the next checkpoint',
-                );
-              this.#lastExportError = message;
-              return;
-            }
-            this.#lastExportError = '';
-            await this.#o.store.transaction(async (tx) => tx.audit.markExported(row.id, this.#now()));
+            if (await put(row)) continue;
+            const newest = await this.#o.store.read(async (tx) => tx.audit.latestCheckpoint());
+            if (newest !== null && newest.id !== row.id && newest.exportedAt === null) await put(newest);
+            return;
           }
           if (batch.length < EXPORT_BATCH) return;
         }

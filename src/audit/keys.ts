@@ -1,6 +1,6 @@
-import { createPrivateKey, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
+import { createHmac, createPrivateKey, generateKeyPairSync, type KeyObject, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
-import { lstat, open, rename, rm } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AirlockError, describeError } from '../errors.js';
 import { type NoteSigner, rawPublicKey, verifierKeyText } from './note.js';
@@ -165,12 +165,42 @@ export async function loadOrCreateHmacKey(dataDir: string): Promise<Buffer> {
   return key;
 }
 
-/** Whether a key file exists (lstat: a link counts, and is refused when read). */
-export async function keyFileExists(dataDir: string, file: string): Promise<boolean> {
+/** A short fingerprint of the HMAC key, kept in the database: a replaced key is noticed. */
+export function hmacKeyId(key: Buffer): string {
+  return createHmac('sha256', key).update('airlock-audit-hmac-key-id').digest('hex').slice(0, 16);
+}
+
+/**
+ * The last checkpoint this server signed, kept beside the key (not in the database): the
+ * server refuses to sign a tree that does not extend it, so whoever rolls back or rewrites
+ * the database cannot get a genuine signature on the result.
+ */
+export const LAST_SIGNED_FILE = 'audit-checkpoint.last';
+
+export interface LastSigned {
+  readonly treeSize: number;
+  readonly rootHash: Buffer;
+}
+
+export async function readLastSigned(dataDir: string): Promise<LastSigned | null> {
+  const path = join(dataDir, LAST_SIGNED_FILE);
+  const text = await readKeyFile(path);
+  if (text === null) return null;
   try {
-    await lstat(join(dataDir, file));
-    return true;
-  } catch {
-    return false;
+    const value = JSON.parse(text.toString('utf8')) as { treeSize?: unknown; rootHash?: unknown };
+    const rootHash = Buffer.from(String(value.rootHash), 'base64');
+    if (typeof value.treeSize !== 'number' || !Number.isSafeInteger(value.treeSize) || rootHash.length !== 32)
+      throw new Error('malformed');
+    return { treeSize: value.treeSize, rootHash };
+  } catch (error) {
+    throw keyError(path, `is not a record of the last signed checkpoint: ${describeError(error)}`, error);
   }
+}
+
+export async function writeLastSigned(dataDir: string, last: LastSigned): Promise<void> {
+  await writeKeyFile(
+    dataDir,
+    LAST_SIGNED_FILE,
+    `${JSON.stringify({ treeSize: last.treeSize, rootHash: last.rootHash.toString('base64') })}\n`,
+  );
 }

@@ -105,13 +105,37 @@ export function parseVerifierKey(text: string): NoteVerifier {
   return { name, keyId, publicKey, text: text.trim() };
 }
 
-export function formatCheckpoint(checkpoint: Checkpoint): string {
+/** The checkpoint body; `extensions` are extra lines after the root (tlog-checkpoint allows them). */
+export function formatCheckpoint(checkpoint: Checkpoint, extensions: readonly string[] = []): string {
   if (checkpoint.origin.length === 0 || hasControl(checkpoint.origin))
     throw new RangeError('a checkpoint origin is one non-empty line');
   if (!Number.isSafeInteger(checkpoint.treeSize) || checkpoint.treeSize < 0)
     throw new RangeError('tree size must be a whole number ≥ 0');
   if (checkpoint.rootHash.length !== 32) throw new RangeError('the root hash has 32 bytes');
-  return `${checkpoint.origin}\n${checkpoint.treeSize}\n${checkpoint.rootHash.toString('base64')}\n`;
+  if (extensions.some((line) => line === '' || hasControl(line)))
+    throw new RangeError('a checkpoint extension is one non-empty line');
+  const extra = extensions.map((line) => `${line}\n`).join('');
+  return `${checkpoint.origin}\n${checkpoint.treeSize}\n${checkpoint.rootHash.toString('base64')}\n${extra}`;
+}
+
+/**
+ * The extension line of a rotation checkpoint: `airlock-key-rotation OLD NEW` (verifier keys).
+ * It is part of the signed text, so a witness that trusts OLD learns NEW from OLD's signature
+ * — never from a signature line someone appended (those sign only the text, not each other).
+ */
+export const ROTATION_EXTENSION = 'airlock-key-rotation';
+
+export function rotationExtension(oldKey: string, newKey: string): string {
+  return `${ROTATION_EXTENSION} ${oldKey} ${newKey}`;
+}
+
+export function rotationsIn(extensions: readonly string[]): Array<{ old: string; next: string }> {
+  const found: Array<{ old: string; next: string }> = [];
+  for (const line of extensions) {
+    const match = /^airlock-key-rotation (\S+) (\S+)$/.exec(line);
+    if (match?.[1] !== undefined && match[2] !== undefined) found.push({ old: match[1], next: match[2] });
+  }
+  return found;
 }
 
 /** Parses a checkpoint body (the note text, after its signatures are verified). */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readFile, rename, writeFile } from 'node:fs/promises';
+import { open, readFile, rename } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { AuditCheckpoint, AuditKeys } from '../api/types.js';
 import { leafHash, verifyConsistency, verifyInclusion } from '../audit/merkle.js';
@@ -9,6 +9,7 @@ import {
   openNote,
   parseCheckpoint,
   parseVerifierKey,
+  rotationsIn,
 } from '../audit/note.js';
 import type { ApiClient } from '../client/api-client.js';
 import { connect } from '../client/connect.js';
@@ -62,7 +63,7 @@ async function trustedKeys(
 export function openCheckpoint(
   note: string,
   verifiers: readonly NoteVerifier[],
-): Checkpoint & { signedBy: readonly string[] } {
+): Checkpoint & { signedBy: readonly string[]; extensions: readonly string[] } {
   const opened = openNote(note, verifiers);
   return { ...parseCheckpoint(opened.text), signedBy: opened.signedBy };
 }
@@ -261,10 +262,23 @@ async function readState(path: string): Promise<WitnessState | null> {
   return state;
 }
 
+/** Whole or not at all: a temporary file, fsync, rename, fsync of the directory. */
 async function writeState(path: string, state: WitnessState): Promise<void> {
   const temporary = join(dirname(path), `.${randomBytes(6).toString('hex')}.witness`);
-  await writeFile(temporary, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o644, flag: 'wx' });
+  const handle = await open(temporary, 'wx', 0o600);
+  try {
+    await handle.writeFile(`${JSON.stringify(state, null, 2)}\n`);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
   await rename(temporary, path);
+  const directory = await open(dirname(path), 'r');
+  try {
+    await directory.sync();
+  } finally {
+    await directory.close();
+  }
 }
 
 /**
@@ -278,10 +292,20 @@ export async function auditWitnessCommand(
 ): Promise<CommandResult> {
   const api = await connect(context.config.client);
   const state = await readState(options.state);
-  const verifiers =
-    state !== null && (options.key === undefined || options.key.length === 0)
-      ? state.keys.map(parseVerifierKey)
-      : await trustedKeys(context, options, api);
+  const pinned = (options.key ?? []).map(parseVerifierKey);
+  // Trusted: what the state pinned plus --key. Only on a first run without --key are the
+  // server's current keys taken (trust on first use, said so), and then only those that
+  // actually signed the first checkpoint.
+  let verifiers: NoteVerifier[];
+  if (state !== null) verifiers = [...state.keys.map(parseVerifierKey), ...pinned];
+  else if (pinned.length > 0) verifiers = pinned;
+  else {
+    const { keys } = await api.auditKeys();
+    context.stderr.write(
+      'airlock: first run: trusting the current key the server names (pin it with --key for a witness that does not trust the server)\n',
+    );
+    verifiers = keys.filter((key) => key.retiredAt === null).map((key) => parseVerifierKey(key.verifierKey));
+  }
   const note =
     options.checkpoint !== undefined
       ? await readCheckpointFile(options.checkpoint)
@@ -297,7 +321,9 @@ export async function auditWitnessCommand(
     if (error instanceof AirlockError && error.code === 'CHECKPOINT_INVALID') return refuse(error.message);
     throw error;
   }
-  const trusted = new Set([...(state?.keys ?? []), ...verifiers.map((v) => v.text)]);
+  // The log's checkpoints are signed by keys named after the log.
+  if (!next.signedBy.some((key) => parseVerifierKey(key).name === next.origin))
+    return refuse(`the checkpoint of ${next.origin} is not signed by a key of that log`);
   if (state !== null) {
     if (next.origin !== state.origin)
       return refuse(`the checkpoint is of log ${next.origin}, not ${state.origin}`);
@@ -319,26 +345,24 @@ export async function auditWitnessCommand(
         `the checkpoint of ${next.treeSize} entries is not consistent with the one of ${previous.treeSize} seen before: history was rewritten`,
       );
   }
-  // Keys that signed alongside a trusted one (a rotation) become trusted too.
-  const { keys: serverKeys } = await api.auditKeys().catch(() => ({ keys: [] as AuditKeys['keys'] }));
-  for (const key of serverKeys) {
-    try {
-      const verifier = parseVerifierKey(key.verifierKey);
-      if (!trusted.has(verifier.text) && openNote(note, [verifier]).signedBy.length > 0)
-        trusted.add(verifier.text);
-    } catch {
-      // not a signer of this note
-    }
+  // Keep the keys that signed; follow a rotation only as the signed text states it (a
+  // signature line can be appended by anyone, the text only by a trusted key).
+  let trusted = state === null ? [...next.signedBy] : [...new Set(verifiers.map((v) => v.text))];
+  for (const rotation of rotationsIn(next.extensions)) {
+    const successor = parseVerifierKey(rotation.next);
+    if (successor.name !== next.origin)
+      return refuse(`the rotation names a key of another log: ${successor.name}`);
+    trusted = [...trusted.filter((key) => key !== rotation.old), successor.text];
   }
   await writeState(options.state, {
     version: 1,
     origin: next.origin,
-    keys: [...trusted],
+    keys: [...new Set(trusted)],
     checkpoint: note,
   });
   context.stdout.write(
     state === null
-      ? `witness: first checkpoint accepted (${next.treeSize} entries of ${next.origin}); trusting ${[...trusted].join(', ')}\n`
+      ? `witness: first checkpoint accepted (${next.treeSize} entries of ${next.origin}); trusting ${trusted.join(', ')}\n`
       : `witness: checkpoint of ${next.treeSize} entries accepted: consistent with the last one seen\n`,
   );
   return 0;

@@ -163,6 +163,14 @@ class LocalWorker {
     // The worker uses its own token file: never the admin token of this shell.
     delete env.AIRLOCK_TOKEN;
     delete env.AIRLOCK_URL;
+    // Nor the control plane's own secrets: the checkpoint sink's credentials stay with it.
+    for (const name of [
+      'AIRLOCK_CHECKPOINT_SINK_TOKEN',
+      'AWS_ACCESS_KEY_ID',
+      'AWS_SECRET_ACCESS_KEY',
+      'AWS_SESSION_TOKEN',
+    ])
+      delete env[name];
     const child = spawn(process.execPath, this.#args, { stdio: ['ignore', 'inherit', 'pipe'], env });
     this.#child = child;
     let ready = false;

@@ -1,4 +1,3 @@
-import { createHash } from 'node:crypto';
 import type { JobList, JobRecord, JobSpecV1, JobState, LogEnd, LogLine } from '../api/types.js';
 import { type AuditLog, markAudited, sensitive } from '../audit/audit-log.js';
 import { canonicalJson } from '../audit/canonical.js';
@@ -52,7 +51,9 @@ export class JobService {
       if (!inScope(who, spec.project))
         throw new AirlockError('FORBIDDEN', `this token may not submit to project "${spec.project}"`);
       toSandboxJob(spec);
-      const requestHash = createHash('sha256').update(canonicalJson(spec)).digest('hex');
+      // Keyed: the spec holds environment values, and an unkeyed hash in the audit log would let
+      // anyone holding it test guesses of them.
+      const requestHash = this.#o.audit.hash(canonicalJson(spec));
       const outcome = await this.#o.store.transaction(async (tx) => {
         if (idempotencyKey !== null) {
           const earlier = await tx.jobs.byIdempotencyKey(who.name, idempotencyKey);

@@ -144,8 +144,11 @@ export interface AuditRepo {
   /** Checkpoints not yet exported, oldest first. */
   unexportedCheckpoints(limit: number): Awaitable<CheckpointRow[]>;
   markExported(id: number, at: number): Awaitable<void>;
-  logInfo(): Awaitable<{ origin: string; createdAt: number } | null>;
+  logInfo(): Awaitable<{ origin: string; createdAt: number; hmacKeyId: string | null } | null>;
   setLogInfo(origin: string, createdAt: number): Awaitable<void>;
+  setHmacKeyId(id: string): Awaitable<void>;
+  /** How many stored tree nodes cover leaves at or beyond `leaves` (none in an intact log). */
+  nodesBeyond(leaves: number): Awaitable<number>;
   keys(): Awaitable<AuditKeyRow[]>;
   insertKey(row: AuditKeyRow): Awaitable<void>;
   retireKey(verifierKey: string, at: number): Awaitable<void>;

@@ -9,9 +9,11 @@ import { entryBytes, entryHash, GENESIS_HASH } from '../../src/audit/audit-log.j
 import { leafHash, nodesForAppend, verifyConsistency, verifyInclusion } from '../../src/audit/merkle.js';
 import { openNote, parseCheckpoint, parseVerifierKey } from '../../src/audit/note.js';
 import { verifyAuditDatabase } from '../../src/audit/offline.js';
+import { startControlPlane } from '../../src/control-plane.js';
+import { createLogger } from '../../src/log.js';
 import { auditFromDb } from '../../src/store/sqlite/sqlite-store.js';
 import { CLI } from './helpers.js';
-import { spec, startTestServer, type TestServer } from './server-helpers.js';
+import { call, SERVER_DEFAULTS, spec, startTestServer, type TestServer } from './server-helpers.js';
 
 /**
  * The audit log as a Merkle log with signed checkpoints: proofs over the API, every way of
@@ -326,6 +328,28 @@ describe('audit Merkle log over the API', () => {
     assert.equal(truncated.firstBad?.kind, 'tail-cut');
   });
 
+  test('verify over a log being written to finds nothing wrong; planted tree nodes are found', async () => {
+    const writes = Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        server.call('POST', '/v1/jobs', server.admin, spec('busy', ['echo', String(i)])),
+      ),
+    );
+    const results = [];
+    for (let i = 0; i < 3; i++)
+      results.push((await server.call('GET', '/v1/audit/verify', server.admin)).body);
+    await writes;
+    for (const result of results) assert.equal(result.ok, true, JSON.stringify(result.firstBad));
+    const db = openDb(server);
+    try {
+      db.prepare('INSERT INTO audit_tree (level, idx, hash) VALUES (3, 1000, ?)').run(Buffer.alloc(32, 5));
+    } finally {
+      db.close();
+    }
+    const planted = await verifyAuditDatabase(`${server.dataDir}/airlock.db`);
+    assert.equal(planted.firstBad?.kind, 'tree-changed');
+    assert.match(planted.firstBad?.reason ?? '', /planted/);
+  });
+
   test('the log records sensitive values only as HMACs, which audit hash finds', async () => {
     await server.call('POST', '/v1/jobs', server.admin, {
       ...spec('audit'),
@@ -436,25 +460,150 @@ describe('audit checkpoints: sink, key rotation, witness', () => {
     );
     assert.equal(run.code, 1);
     assert.match(run.stdout, /REFUSED: .*fewer than/);
-    // History rewritten under the witness: the next checkpoint is not consistent with what it saw.
+    // History rewritten under the running server: it refuses to sign a tree that does not
+    // extend the last checkpoint it signed.
     const seen = JSON.parse(await readFile(state, 'utf8')).checkpoint;
     await rewriteConsistently(server, 2, true);
-    await server.call('POST', '/v1/audit/checkpoint', server.admin);
-    run = await runCli(['audit', 'witness', '--state', state], env);
-    assert.equal(run.code, 1, run.stdout);
-    assert.match(run.stdout, /REFUSED: .*not consistent/);
-    assert.equal(
-      JSON.parse(await readFile(state, 'utf8')).checkpoint,
-      seen,
-      'a refused checkpoint is not kept',
+    const refusedToSign = await server.call('POST', '/v1/audit/checkpoint', server.admin);
+    assert.equal(refusedToSign.status, 500);
+    assert.equal(refusedToSign.body.error.code, 'AUDIT_FAILED');
+    assert.match(
+      refusedToSign.body.error.message,
+      /no longer extends the last checkpoint this server signed/,
     );
-    // verify --against the checkpoint the witness kept names the rewrite.
-    await writeFile(join(sinkDir, 'seen.txt'), seen);
-    run = await runCli(['audit', 'verify', '--against', join(sinkDir, 'seen.txt')], env);
-    assert.equal(run.code, 1);
-    assert.match(run.stdout, /checkpoint-mismatch/);
+    // So does a restart: the record of the last signed checkpoint lives beside the key.
+    await server.plane.close();
+    await assert.rejects(
+      startControlPlane({ config: configOf(server, sinkDir), logger: silent, version: 'test' }),
+      {
+        code: 'AUDIT_FAILED',
+      },
+    );
+    // An attacker who also holds the data directory removes that record and gets a signature:
+    // the witness still refuses, as the signed history is not the one it saw.
+    await rm(join(server.dataDir, 'audit-checkpoint.last'));
+    const restarted = await startControlPlane({
+      config: configOf(server, sinkDir),
+      logger: silent,
+      version: 'test',
+    });
+    try {
+      const env2 = { ...env, AIRLOCK_URL: restarted.url };
+      assert.equal((await call(restarted.url, 'POST', '/v1/audit/checkpoint', server.admin)).status, 200);
+      run = await runCli(['audit', 'witness', '--state', state], env2);
+      assert.equal(run.code, 1, run.stdout);
+      assert.match(run.stdout, /REFUSED: .*not consistent/);
+      assert.equal(
+        JSON.parse(await readFile(state, 'utf8')).checkpoint,
+        seen,
+        'a refused checkpoint is not kept',
+      );
+      // verify --against the checkpoint the witness kept names the rewrite.
+      await writeFile(join(sinkDir, 'seen.txt'), seen);
+      run = await runCli(['audit', 'verify', '--against', join(sinkDir, 'seen.txt')], env2);
+      assert.equal(run.code, 1);
+      assert.match(run.stdout, /checkpoint-mismatch/);
+    } finally {
+      await restarted.close();
+    }
+  });
+
+  test('a pinned witness follows a key rotation; a key planted in the database is never trusted', async () => {
+    const env = { AIRLOCK_URL: server.url, AIRLOCK_TOKEN: server.admin, HOME: sinkDir };
+    const state = join(sinkDir, 'pinned.json');
+    const oldKey = (await server.call('GET', '/v1/audit/keys', server.admin)).body.keys[0].verifierKey;
+    let run = await runCli(['audit', 'witness', '--state', state, '--key', oldKey], env);
+    assert.equal(run.code, 0, run.stdout + run.stderr);
+    // The attacker holding the database adds a key of their own and appends its signature
+    // line to the newest genuine note (signature lines sign only the text, not each other).
+    const { generateKeyPairSync } = await import('node:crypto');
+    const { rawPublicKey, signNote, verifierKeyText } = await import('../../src/audit/note.js');
+    const made = (await server.call('POST', '/v1/audit/checkpoint', server.admin)).body;
+    const origin = made.note.split('\n')[0];
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const evil = { name: origin, privateKey, publicKey: rawPublicKey(privateKey) };
+    const evilKey = verifierKeyText(origin, evil.publicKey);
+    const text = made.note.slice(0, made.note.lastIndexOf('\n\n') + 1);
+    const evilLine = signNote(text, [evil]).slice(text.length + 1);
+    const db = openDb(server);
+    try {
+      db.prepare(
+        'INSERT INTO audit_keys (verifier_key, key_id, created_at, retired_at) VALUES (?, ?, ?, ?)',
+      ).run(evilKey, evilKey.split('+')[1], Date.now(), Date.now());
+      db.prepare('UPDATE audit_checkpoints SET note = ? WHERE tree_size = ?').run(
+        made.note + evilLine,
+        made.treeSize,
+      );
+    } finally {
+      db.close();
+    }
+    run = await runCli(['audit', 'witness', '--state', state, '--key', oldKey], env);
+    assert.equal(run.code, 0, run.stdout + run.stderr);
+    assert.deepEqual(
+      JSON.parse(await readFile(state, 'utf8')).keys,
+      [oldKey],
+      'the planted key is not trusted',
+    );
+    // A real rotation: the old key vouches for the new one in the signed text.
+    const rotated = (await server.call('POST', '/v1/audit/keys/rotate', server.admin)).body;
+    assert.match(rotated.note, /\nairlock-key-rotation \S+ \S+\n\n/);
+    await server.call('POST', '/v1/jobs', server.admin, spec('audit'));
+    await server.call('POST', '/v1/audit/checkpoint', server.admin); // signed by the new key only
+    run = await runCli(
+      ['audit', 'witness', '--state', state, '--checkpoint', await saved(rotated.note)],
+      env,
+    );
+    assert.equal(run.code, 0, run.stdout + run.stderr);
+    const newKey = (await server.call('GET', '/v1/audit/keys', server.admin)).body.keys.find(
+      (k: { retiredAt: string | null }) => k.retiredAt === null,
+    ).verifierKey;
+    assert.deepEqual(
+      JSON.parse(await readFile(state, 'utf8')).keys,
+      [newKey],
+      'the old key is dropped, the new one kept',
+    );
+    // Still run with the old --key pinned (a cron line nobody changed): the state's keys count too.
+    run = await runCli(['audit', 'witness', '--state', state, '--key', oldKey], env);
+    assert.equal(run.code, 0, run.stdout + run.stderr);
+    assert.match(run.stdout, /consistent with the last one seen/);
+  });
+
+  const saved = async (note: string): Promise<string> => {
+    const path = join(sinkDir, `note-${Date.now()}-${Math.random()}.txt`);
+    await writeFile(path, note);
+    return path;
+  };
+
+  test('concurrent rotations are taken one at a time: one current key, the one the server signs with', async () => {
+    const answers = await Promise.all(
+      [1, 2, 3].map(() => server.call('POST', '/v1/audit/keys/rotate', server.admin)),
+    );
+    assert.deepEqual(
+      answers.map((a) => a.status),
+      [200, 200, 200],
+    );
+    const keys = (await server.call('GET', '/v1/audit/keys', server.admin)).body.keys;
+    const current = keys.filter((k: { retiredAt: string | null }) => k.retiredAt === null);
+    assert.equal(keys.length, 4);
+    assert.equal(current.length, 1);
+    const next = (await server.call('POST', '/v1/audit/checkpoint', server.admin)).body;
+    assert.equal(openNote(next.note, [parseVerifierKey(current[0].verifierKey)]).signedBy.length, 1);
+    const { loadOrCreateSigningKey } = await import('../../src/audit/keys.js');
+    const onDisk = await loadOrCreateSigningKey(server.dataDir, next.note.split('\n')[0]);
+    assert.equal(onDisk.key.verifierKey, current[0].verifierKey);
   });
 });
+
+function configOf(server: TestServer, sinkDir: string) {
+  return {
+    ...SERVER_DEFAULTS,
+    dataDir: server.dataDir,
+    checkpointSink: `dir:${sinkDir}`,
+    checkpointIntervalMs: 0,
+  };
+}
+
+const silent = createLogger('silent', 'test');
 
 describe('audit checkpoints on a schedule', () => {
   test('a checkpoint follows growth on its own, and an idle log makes none', async () => {

@@ -184,6 +184,31 @@ describe('key files', () => {
     await assert.rejects(readFile(join(dir, NEXT_SIGNING_KEY_FILE)));
   });
 
+  test('the server refuses an HMAC key other than the one the log was written with', async () => {
+    const path = join(dir, 'data', 'airlock.db');
+    const logger = createLogger('silent', 'test');
+    const options = {
+      audit: new MerkleAuditLog(),
+      dataDir: join(dir, 'data'),
+      sink: null,
+      logger,
+      intervalMs: 0,
+    };
+    let store = SqliteStore.open({ path });
+    await AuditCheckpoints.open({ ...options, store, hmacKeyId: 'aaaaaaaaaaaaaaaa' });
+    await store.close();
+    store = SqliteStore.open({ path });
+    try {
+      await assert.rejects(AuditCheckpoints.open({ ...options, store, hmacKeyId: 'bbbbbbbbbbbbbbbb' }), {
+        code: 'INVALID_CONFIG',
+        message: /restore audit-hmac.key/,
+      });
+      await AuditCheckpoints.open({ ...options, store, hmacKeyId: 'aaaaaaaaaaaaaaaa' });
+    } finally {
+      await store.close();
+    }
+  });
+
   test('the server refuses a signing key the log does not record as current', async () => {
     const path = join(dir, 'data', 'airlock.db');
     const logger = createLogger('silent', 'test');

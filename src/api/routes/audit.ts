@@ -55,6 +55,8 @@ export function checkpointOf(row: CheckpointRow): AuditCheckpoint {
 }
 
 export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
+  // A full verification walks every entry (about 40 s per million): one at a time.
+  let verifying = false;
   return async (app) => {
     app.get(
       '/audit/events',
@@ -120,7 +122,18 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
           query.treeSize === undefined || query.rootHash === undefined
             ? undefined
             : { treeSize: Number(query.treeSize), rootHash: Buffer.from(query.rootHash, 'base64') };
-        const result = await deps.audit.verify(deps.store, against);
+        if (verifying)
+          throw new AirlockError(
+            'RATE_LIMITED',
+            'a verification of the audit log is already running; try again when it ends',
+          );
+        verifying = true;
+        let result: Awaited<ReturnType<typeof deps.audit.verify>>;
+        try {
+          result = await deps.audit.verify(deps.store, against);
+        } finally {
+          verifying = false;
+        }
         await deps.store.transaction(async (tx) => {
           await deps.audit.append(tx, {
             actor: who.name,

@@ -153,4 +153,13 @@ CREATE TRIGGER audit_tree_no_delete BEFORE DELETE ON audit_tree
 BEGIN SELECT RAISE(ABORT, 'audit tree nodes are append-only'); END;
 `,
   },
+  {
+    version: 3,
+    name: 'audit hmac key id',
+    sql: `
+-- A fingerprint of the audit log's HMAC key: a replaced key (whose HMACs would no longer
+-- match the log's) is noticed at start instead of silently used.
+ALTER TABLE audit_log_info ADD COLUMN hmac_key_id TEXT;
+`,
+  },
 ];

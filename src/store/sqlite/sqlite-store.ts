@@ -275,7 +275,9 @@ function statements(db: Db) {
       'SELECT * FROM audit_checkpoints WHERE exported_at IS NULL ORDER BY id LIMIT ?',
     ),
     checkpointExported: db.prepare('UPDATE audit_checkpoints SET exported_at = ? WHERE id = ?'),
-    logInfo: db.prepare('SELECT origin, created_at FROM audit_log_info WHERE id = 1'),
+    logInfo: db.prepare('SELECT origin, created_at, hmac_key_id FROM audit_log_info WHERE id = 1'),
+    setHmacKeyId: db.prepare('UPDATE audit_log_info SET hmac_key_id = ? WHERE id = 1'),
+    nodesBeyond: db.prepare('SELECT COUNT(*) FROM audit_tree WHERE (idx + 1) * (1 << level) > ?').pluck(),
     setLogInfo: db.prepare('INSERT INTO audit_log_info (id, origin, created_at) VALUES (1, ?, ?)'),
     keys: db.prepare('SELECT * FROM audit_keys ORDER BY created_at, verifier_key'),
     keyInsert: db.prepare(
@@ -427,9 +429,17 @@ class SqliteTx implements Tx {
         s.checkpointExported.run(at, id);
       },
       logInfo: () => {
-        const row = s.logInfo.get() as { origin: string; created_at: number } | undefined;
-        return row === undefined ? null : { origin: row.origin, createdAt: row.created_at };
+        const row = s.logInfo.get() as
+          | { origin: string; created_at: number; hmac_key_id: string | null }
+          | undefined;
+        return row === undefined
+          ? null
+          : { origin: row.origin, createdAt: row.created_at, hmacKeyId: row.hmac_key_id };
       },
+      setHmacKeyId: (id) => {
+        s.setHmacKeyId.run(id);
+      },
+      nodesBeyond: (leaves) => s.nodesBeyond.get(leaves) as number,
       setLogInfo: (origin, createdAt) => {
         s.setLogInfo.run(origin, createdAt);
       },
