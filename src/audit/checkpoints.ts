@@ -154,7 +154,7 @@ export class AuditCheckpoints {
     const size = (await tx.audit.head())?.seq ?? 0;
     let root: Buffer | null = null;
     if (size >= last.treeSize) root = await new StoredTree(tx.audit).root(last.treeSize).catch(() => null);
-    if (root !== null && root.equals(last.rootHash)) return;
+    if (root?.equals(last.rootHash) === true) return;
     throw new AirlockError(
       'AUDIT_FAILED',
       `the audit log (${size} entries) no longer extends the last checkpoint this server signed (${last.treeSize} entries, root ${last.rootHash.toString('base64')}): the database was restored from an older copy or rewritten, and the server will not sign it. If this is a deliberate restore, move ${this.#o.dataDir}/${LAST_SIGNED_FILE} aside to sign the restored log — every witness will still see the break, as it must`,
