@@ -2,7 +2,8 @@
 # Installs what Airlock needs on a Debian/Ubuntu host, and only what is missing:
 #   OS packages: runc, crun, runsc (gVisor), e2fsprogs (mkfs.ext4 for job disks),
 #                mount + util-linux (loop mounts), perl (selftest probes);
-#                with --for-tests also gcc and libc6-dev (a static i386-ABI test program);
+#                with --for-tests also gcc and libc6-dev (a static i386-ABI test program)
+#                and openssh-client (ssh-keygen: real SSH keys and signatures);
 #                with --for-bench also gcc and make (the build benchmark);
 #   npm packages: `npm ci` when node_modules is missing or older than package-lock.json
 #                (with python3, make and g++ for the native build of better-sqlite3);
@@ -61,6 +62,8 @@ if [ "$bench" = 1 ]; then
 fi
 if [ "$tests" = 1 ]; then
   need gcc gcc
+  # real SSH keys and SSHSIG signatures in the signed-job tests
+  need ssh-keygen openssh-client
   # libc.a for a static test program; gcc prints the bare name when it has none.
   case "$(gcc -print-file-name=libc.a 2>/dev/null)" in
     /*) ;;

@@ -15,6 +15,8 @@ import { JobEvents } from './jobs/events.js';
 import { JobQueue } from './jobs/queue.js';
 import { JobService } from './jobs/service.js';
 import type { Logger } from './log.js';
+import { SigningKeyService } from './signing/key-service.js';
+import { JobSignatureVerifier } from './signing/verifier.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
 
 /**
@@ -85,9 +87,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const closing = new AbortController();
   const limiter = new FailureLimiter({ maxFailures: 10, windowMs: 60_000, maxKeys: 10_000 });
   const tokens = new TokenService({ store, audit });
+  const keys = new SigningKeyService({ store, audit });
   const jobs = new JobService({
     store,
     audit,
+    signatures: new JobSignatureVerifier({ store }),
     events,
     maxAttempts: config.maxAttempts,
     projectQueueLimit: config.projectQueueLimit,
@@ -100,6 +104,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       store,
       audit,
       checkpoints,
+      keys,
       authenticator: new Authenticator({ store, audit, limiter }),
       requestLimiter: new RequestLimiter({
         perSecond: options.requestRate?.perSecond ?? REQUESTS_PER_SECOND,

@@ -162,6 +162,45 @@ export const ERROR_CATALOGUE = {
     retryable: true,
     summary: 'The audit event of an action could not be written, so the action was not done (fail closed).',
   },
+  SIGNATURE_KEY_UNKNOWN: {
+    httpStatus: 403,
+    exitCode: 125,
+    retryable: false,
+    summary: "A signed job's key is not registered for its project (airlock keys add); nothing runs.",
+  },
+  SIGNATURE_KEY_REVOKED: {
+    httpStatus: 403,
+    exitCode: 125,
+    retryable: false,
+    summary: "A signed job's key was revoked; its signatures are no longer accepted.",
+  },
+  SIGNATURE_INVALID: {
+    httpStatus: 403,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      'A job signature does not verify: the payload was changed, the signature is malformed, or it was made for another namespace.',
+  },
+  SIGNATURE_REPLAYED: {
+    httpStatus: 409,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      "A signed job's nonce was used before: the same signed request is never run twice (sign it anew).",
+  },
+  SIGNATURE_EXPIRED: {
+    httpStatus: 403,
+    exitCode: 125,
+    retryable: false,
+    summary: 'A signed job is past its expiry (beyond the clock-skew allowance); sign it anew.',
+  },
+  SIGNATURE_NOT_YET_VALID: {
+    httpStatus: 403,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      "A signed job's issue time is in the future beyond the clock-skew allowance: check the signer's clock.",
+  },
   CHECKPOINT_INVALID: {
     httpStatus: 400,
     exitCode: 125,

@@ -263,6 +263,51 @@ export const ConsistencyProofSchema = Type.Object({
 
 export const AuditHashRequest = Type.Object({ value: Type.String({ maxLength: 4096 }) }, closed);
 
+export const SigningKeyAddSchema = Type.Object(
+  {
+    project: Name,
+    owner: Type.String({ minLength: 1, maxLength: 128 }),
+    publicKey: Type.String({ minLength: 1, maxLength: 16 * 1024 }),
+    release: Type.Optional(Type.Boolean()),
+  },
+  closed,
+);
+
+export const SigningKeyInfoSchema = Type.Object({
+  id: Type.String(),
+  project: Type.String(),
+  owner: Type.String(),
+  keyType: Type.String(),
+  publicKey: Type.String(),
+  fingerprint: Type.String(),
+  release: Type.Boolean(),
+  createdAt: Iso,
+  createdBy: Type.String(),
+  revokedAt: Nullable(Iso),
+});
+
+/** POST /v1/jobs/signed: a payload (the signed bytes, base64) and its signature. */
+export const SignedJobSchema = Type.Object(
+  {
+    payload: Type.String({ pattern: '^[A-Za-z0-9+/]*={0,2}$', minLength: 4 }),
+    signature: Type.Union([
+      Type.Object(
+        { format: Type.Literal('sshsig'), value: Type.String({ minLength: 1, maxLength: 16 * 1024 }) },
+        closed,
+      ),
+      Type.Object(
+        {
+          format: Type.Literal('ed25519'),
+          key: Type.String({ pattern: '^SHA256:[A-Za-z0-9+/]{43}$' }),
+          value: Type.String({ pattern: '^[A-Za-z0-9+/]{86}==$' }),
+        },
+        closed,
+      ),
+    ]),
+  },
+  closed,
+);
+
 export const AuditVerificationSchema = Type.Object({
   ok: Type.Boolean(),
   entries: Type.Integer(),

@@ -208,6 +208,29 @@ export interface AuditVerification {
   against: { treeSize: number; rootHash: string; matched: boolean } | null;
 }
 
+/** A key registered to sign a project's jobs (GET /v1/keys). */
+export interface SigningKeyInfo {
+  id: string;
+  project: string;
+  owner: string;
+  keyType: string;
+  publicKey: string;
+  fingerprint: string;
+  release: boolean;
+  createdAt: string;
+  createdBy: string;
+  revokedAt: string | null;
+}
+
+/** POST /v1/keys body. */
+export interface SigningKeyAddRequest {
+  project: string;
+  owner: string;
+  /** One-line OpenSSH public key, or an Ed25519 public key in PEM. */
+  publicKey: string;
+  release?: boolean;
+}
+
 /** A signed audit checkpoint (GET/POST /v1/audit/checkpoint). Hashes are standard base64. */
 export interface AuditCheckpoint {
   treeSize: number;

@@ -32,6 +32,8 @@ export type Action =
   | 'audit.read'
   | 'audit.manage'
   | 'audit.witness'
+  | 'key.manage'
+  | 'key.read'
   | 'worker.protocol';
 
 const ROLE_ACTIONS: Readonly<Record<TokenRole, readonly Action[]>> = {
@@ -44,11 +46,14 @@ const ROLE_ACTIONS: Readonly<Record<TokenRole, readonly Action[]>> = {
     'audit.read',
     'audit.manage',
     'audit.witness',
+    'key.manage',
+    'key.read',
   ],
-  submitter: ['job.submit', 'job.read', 'job.cancel', 'job.logs'],
+  // Submitters may see which keys sign their projects' jobs (public keys only).
+  submitter: ['job.submit', 'job.read', 'job.cancel', 'job.logs', 'key.read'],
   // Checkpoints, verifier keys and consistency proofs carry hashes only: a viewer token is
   // enough to witness the log. Entries and inclusion proofs stay admin-only.
-  viewer: ['job.read', 'job.logs', 'audit.witness'],
+  viewer: ['job.read', 'job.logs', 'audit.witness', 'key.read'],
   worker: ['worker.protocol'],
 };
 

@@ -64,7 +64,9 @@ export function registerClientCommands(
 
   program
     .command('submit')
-    .description('Submit a job spec v1 file (JSON or YAML; "-" reads standard input) and print the job id.')
+    .description(
+      'Submit a job spec v1 file, or a signed job from `airlock sign` (JSON or YAML; "-" reads standard input), and print the job id.',
+    )
     .argument('<file>', 'the job spec: .json, .yaml or .yml (else told apart by content), at most 8 MiB')
     .option('--wait', 'follow the job like `airlock run`, and exit with its status')
     .option('--json', 'print the job as JSON (with --wait: {job, stdout, stderr} at the end)')
@@ -115,6 +117,60 @@ export function registerClientCommands(
     .action(async (options: import('./jobs-command.js').JobsCommandOptions) => {
       const { jobsCommand } = await import('./jobs-command.js');
       setResult(await jobsCommand(context, options));
+    });
+
+  program
+    .command('sign')
+    .description(
+      'Sign a job spec for `airlock submit`: with an OpenSSH key (through ssh-keygen -Y sign -n airlock) or an Ed25519 PEM key.',
+    )
+    .argument('<file>', 'the job spec (JSON or YAML; "-" reads standard input)')
+    .requiredOption(
+      '--key <file>',
+      'the private key: OpenSSH (signs through ssh-keygen) or Ed25519 PKCS#8 PEM',
+    )
+    .option('--ttl <duration>', 'how long the signature is valid (default 15m, at most 24h)')
+    .option('-o, --output <file>', 'write the signed job here (default: standard output)')
+    .action(async (file: string, options: import('./sign-command.js').SignOptions) => {
+      const { signCommand } = await import('./sign-command.js');
+      setResult(await signCommand(context, file, options));
+    });
+
+  const keys = program.command('keys').description("Keys trusted to sign a project's jobs.");
+  keys
+    .command('add')
+    .description('Register a public key (OpenSSH .pub or Ed25519 PEM) to sign the jobs of a project (admin).')
+    .argument('<public-key-file>', 'the public key')
+    .requiredOption('--project <name>', 'the project whose jobs it may sign')
+    .requiredOption('--owner <name>', 'who holds the private key (shown in the audit log)')
+    .option('--release', 'a release key (policy may require one for prod)')
+    .option('--json', 'print the key as JSON')
+    .action(
+      async (
+        file: string,
+        options: { project: string; owner: string; release?: boolean; json?: boolean },
+      ) => {
+        const { keysAddCommand } = await import('./keys-command.js');
+        setResult(await keysAddCommand(context, file, options));
+      },
+    );
+  keys
+    .command('list')
+    .description('List the signing keys of the projects this token sees.')
+    .option('--project <name>', 'only this project')
+    .option('--json', 'print {keys} as JSON')
+    .action(async (options: { project?: string; json?: boolean }) => {
+      const { keysListCommand } = await import('./keys-command.js');
+      setResult(await keysListCommand(context, options));
+    });
+  keys
+    .command('revoke')
+    .description('Revoke a signing key for good: its signatures are refused from now on (admin).')
+    .argument('<id>', 'key id (key_…)')
+    .option('--json', 'print the key as JSON')
+    .action(async (id: string, options: { json?: boolean }) => {
+      const { keysRevokeCommand } = await import('./keys-command.js');
+      setResult(await keysRevokeCommand(context, id, options));
     });
 
   const token = program.command('token').description('Create, list and revoke API tokens (admin).');

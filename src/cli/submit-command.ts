@@ -22,7 +22,8 @@ export async function submitCommand(
     stdin?: AsyncIterable<Uint8Array | string> | Iterable<Uint8Array | string>;
   } = {},
 ): Promise<CommandResult> {
-  // Sent as read: the server validates the spec, and its errors name the fields.
+  // Sent as read: the server validates the spec, and its errors name the fields. A signed job
+  // (airlock sign) goes to /v1/jobs/signed as it is: its bytes are what was signed.
   const spec = (await readJobSpecFile(file, deps.stdin)) as unknown as JobSpecV1;
   const api = await (deps.connect ?? connect)(context.config.client);
   const interrupts = (deps.interrupts ?? processInterrupts)(context.interrupted);

@@ -13,12 +13,15 @@ import {
   type JobState,
   type LogEnd,
   type LogLine,
+  type SigningKeyAddRequest,
+  type SigningKeyInfo,
   type TokenCreated,
   type TokenCreateRequest,
   type TokenInfo,
   type WhoAmI,
 } from '../api/types.js';
 import { AirlockError, type AirlockErrorCode, describeError, isAirlockError } from '../errors.js';
+import { isSignedJob, type SignedJob } from '../signing/envelope.js';
 import { type HttpClient, ndjsonLines } from './http.js';
 
 /**
@@ -163,8 +166,9 @@ export class ApiClient {
    * POST /v1/jobs, retried per SUBMIT_RETRY_CODES with the same Idempotency-Key. Without a
    * key a retry could make a second job, so none is tried.
    */
+  /** A job spec, or a signed job (`airlock sign`): sent to /v1/jobs or /v1/jobs/signed. */
   async submit(
-    spec: JobSpecV1,
+    spec: JobSpecV1 | SignedJob,
     options: SubmitOptions = {},
     policy: RetryPolicy = SUBMIT_RETRY,
   ): Promise<JobRecord> {
@@ -177,7 +181,7 @@ export class ApiClient {
     const attempts = key === undefined ? 1 : policy.attempts;
     for (let attempt = 1; ; attempt += 1) {
       try {
-        return await this.#json<JobRecord>('/v1/jobs', {
+        return await this.#json<JobRecord>(isSignedJob(spec) ? '/v1/jobs/signed' : '/v1/jobs', {
           method: 'POST',
           body: spec,
           ...(key !== undefined ? { headers: { 'idempotency-key': key } } : {}),
@@ -317,6 +321,19 @@ export class ApiClient {
 
   async listTokens(): Promise<TokenInfo[]> {
     return (await this.#json<{ tokens: TokenInfo[] }>('/v1/tokens')).tokens;
+  }
+
+  addSigningKey(request: SigningKeyAddRequest): Promise<SigningKeyInfo> {
+    return this.#json<SigningKeyInfo>('/v1/keys', { method: 'POST', body: request });
+  }
+
+  async listSigningKeys(project?: string): Promise<SigningKeyInfo[]> {
+    const search = project === undefined ? '' : `?${new URLSearchParams({ project })}`;
+    return (await this.#json<{ keys: SigningKeyInfo[] }>(`/v1/keys${search}`)).keys;
+  }
+
+  revokeSigningKey(id: string): Promise<SigningKeyInfo> {
+    return this.#json<SigningKeyInfo>(`/v1/keys/${encodeURIComponent(id)}/revoke`, { method: 'POST' });
   }
 
   revokeToken(id: string): Promise<TokenInfo> {

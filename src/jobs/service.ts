@@ -3,6 +3,8 @@ import { type AuditLog, markAudited, sensitive } from '../audit/audit-log.js';
 import { canonicalJson } from '../audit/canonical.js';
 import { inScope, type Principal, requireAction, visibleProjects } from '../auth/principal.js';
 import { AirlockError, isAirlockError } from '../errors.js';
+import { CLOCK_SKEW_MS, type SignedJob } from '../signing/envelope.js';
+import type { JobSignatureVerifier, VerifiedSignature } from '../signing/verifier.js';
 import type { JobRow, Store, Tx } from '../store/store.js';
 import type { JobEvents } from './events.js';
 import { checkMove, isTerminal } from './lifecycle.js';
@@ -21,6 +23,8 @@ export interface JobServiceOptions {
   readonly events: JobEvents;
   readonly maxAttempts: number;
   readonly projectQueueLimit: number;
+  /** Verifies signed jobs (src/signing); absent, signed submits are refused as not wired. */
+  readonly signatures?: JobSignatureVerifier;
   readonly now?: () => number;
 }
 
@@ -46,7 +50,39 @@ export class JobService {
   }
 
   async submit(who: Principal, spec: JobSpecV1, idempotencyKey: string | null): Promise<SubmitOutcome> {
-    return this.#audited(who, 'job.submit', '', { project: spec.project }, async () => {
+    return this.#audited(who, 'job.submit', '', { project: spec.project, signed: false }, async () =>
+      this.#submit(who, spec, idempotencyKey, null),
+    );
+  }
+
+  /**
+   * A signed job: the signature is checked before anything else (key registered for the
+   * project and not revoked, signature over the payload's exact bytes, validity window), the
+   * spec is the one parsed from those bytes, and its nonce is consumed in the transaction
+   * that creates the job. `checkSpec` validates the spec against the job spec schema.
+   */
+  async submitSigned(
+    who: Principal,
+    envelope: SignedJob,
+    idempotencyKey: string | null,
+    checkSpec: (spec: unknown) => JobSpecV1,
+  ): Promise<SubmitOutcome> {
+    return this.#audited(who, 'job.submit', '', { signed: true }, async () => {
+      requireAction(who, 'job.submit');
+      const verifier = this.#o.signatures;
+      if (verifier === undefined) throw new AirlockError('INTERNAL', 'signed jobs are not wired');
+      const verified = await verifier.verify(envelope);
+      return this.#submit(who, checkSpec(verified.payload.spec), idempotencyKey, verified.signature);
+    });
+  }
+
+  async #submit(
+    who: Principal,
+    spec: JobSpecV1,
+    idempotencyKey: string | null,
+    signature: VerifiedSignature | null,
+  ): Promise<SubmitOutcome> {
+    {
       requireAction(who, 'job.submit');
       if (!inScope(who, spec.project))
         throw new AirlockError('FORBIDDEN', `this token may not submit to project "${spec.project}"`);
@@ -75,6 +111,23 @@ export class JobService {
             });
             return { job: toRecord(earlier), created: false };
           }
+        }
+        if (signature !== null) {
+          // One signed request, one job: the nonce is spent with the job, durably.
+          const now = this.#now();
+          await tx.nonces.purge(now - CLOCK_SKEW_MS);
+          if (
+            !(await tx.nonces.consume(
+              signature.fingerprint,
+              signature.nonce,
+              signature.expiresAt + CLOCK_SKEW_MS,
+              now,
+            ))
+          )
+            throw new AirlockError(
+              'SIGNATURE_REPLAYED',
+              `the signed job with nonce ${signature.nonce} by ${signature.fingerprint} was submitted before: a signed request runs once`,
+            );
         }
         const queued = await tx.jobs.countQueued(spec.project);
         if (queued >= this.#o.projectQueueLimit)
@@ -142,6 +195,17 @@ export class JobService {
                 }
               : {}),
             tokenId: who.tokenId,
+            // Signed or not, and by whose key: the first question an auditor asks of a job.
+            signature:
+              signature === null
+                ? null
+                : {
+                    key: signature.keyId,
+                    fingerprint: signature.fingerprint,
+                    owner: signature.owner,
+                    release: signature.release,
+                    nonce: signature.nonce,
+                  },
             ...(idempotencyKey !== null ? { idempotencyKey } : {}),
           },
         });
@@ -149,7 +213,7 @@ export class JobService {
       });
       if (outcome.created) this.#o.events.queued();
       return outcome;
-    });
+    }
   }
 
   async get(who: Principal, id: string): Promise<JobRecord> {

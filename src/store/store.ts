@@ -173,12 +173,46 @@ export interface AuditKeyRow {
   retiredAt: number | null;
 }
 
+export interface SigningKeyRow {
+  id: string;
+  project: string;
+  owner: string;
+  keyType: string;
+  /** One-line public key ("ssh-ed25519 AAAA…"). */
+  publicKey: string;
+  /** "SHA256:…" as ssh-keygen prints it. */
+  fingerprint: string;
+  /** A release key may sign for environments that require one (policy). */
+  release: boolean;
+  createdAt: number;
+  createdBy: string;
+  revokedAt: number | null;
+  revokedBy: string | null;
+}
+
+export interface SigningKeyRepo {
+  insert(row: SigningKeyRow): Awaitable<void>;
+  get(id: string): Awaitable<SigningKeyRow | null>;
+  byFingerprint(project: string, fingerprint: string): Awaitable<SigningKeyRow | null>;
+  list(projects?: readonly string[]): Awaitable<SigningKeyRow[]>;
+  revoke(id: string, at: number, by: string): Awaitable<void>;
+}
+
+export interface NonceRepo {
+  /** Records a nonce; false when (fingerprint, nonce) was recorded before. */
+  consume(fingerprint: string, nonce: string, expiresAt: number, at: number): Awaitable<boolean>;
+  /** Forgets nonces whose envelopes expired before `before`. */
+  purge(before: number): Awaitable<number>;
+}
+
 /** One transaction's view of the store. */
 export interface Tx {
   readonly tokens: TokenRepo;
   readonly jobs: JobRepo;
   readonly logs: LogRepo;
   readonly audit: AuditRepo;
+  readonly signingKeys: SigningKeyRepo;
+  readonly nonces: NonceRepo;
 }
 
 export interface Store {

@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import type { Static } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
 import { AirlockError } from '../../errors.js';
+import type { SignedJob } from '../../signing/envelope.js';
 import type { ApiDeps } from '../app.js';
 import {
   JobIdParams,
@@ -9,6 +10,7 @@ import {
   JobListSchema,
   JobRecordSchema,
   LogsQuery,
+  SignedJobSchema,
   WhoAmISchema,
 } from '../schemas.js';
 import type { JobSpecV1, JobState, WhoAmI } from '../types.js';
@@ -67,6 +69,50 @@ export function jobRoutes(deps: ApiDeps): FastifyPluginAsync {
             'Idempotency-Key must be 1–128 characters of A-Z a-z 0-9 . _ : -',
           );
         const outcome = await deps.jobs.submit(principalOf(request), request.body as JobSpecV1, key);
+        return reply.status(outcome.created ? 201 : 200).send(outcome.job);
+      },
+    );
+
+    app.post(
+      '/jobs/signed',
+      {
+        schema: {
+          summary:
+            'Submit a signed job: the payload (canonical JSON of spec, nonce, issuedAt, expiresAt) and its signature',
+          body: SignedJobSchema,
+          headers: {
+            type: 'object',
+            properties: { 'idempotency-key': { type: 'string', pattern: IDEMPOTENCY_KEY.source } },
+          },
+          response: { 200: JobRecordSchema, 201: JobRecordSchema, ...errorResponses },
+        },
+      },
+      async (request, reply) => {
+        const header = request.headers['idempotency-key'];
+        const key = typeof header === 'string' ? header : null;
+        if (key !== null && !IDEMPOTENCY_KEY.test(key))
+          throw new AirlockError(
+            'INVALID_REQUEST',
+            'Idempotency-Key must be 1–128 characters of A-Z a-z 0-9 . _ : -',
+          );
+        // The spec inside the signed bytes passes the same schema as a plain submit.
+        const validate = request.compileValidationSchema({ $ref: 'JobSpecV1#' });
+        const checkSpec = (spec: unknown): JobSpecV1 => {
+          if (!validate(spec)) {
+            const first = validate.errors?.[0];
+            throw new AirlockError(
+              'INVALID_REQUEST',
+              `signed job spec${first?.instancePath ?? ''} ${first?.message ?? 'is invalid'}`,
+            );
+          }
+          return spec as JobSpecV1;
+        };
+        const outcome = await deps.jobs.submitSigned(
+          principalOf(request),
+          request.body as SignedJob,
+          key,
+          checkSpec,
+        );
         return reply.status(outcome.created ? 201 : 200).send(outcome.job);
       },
     );

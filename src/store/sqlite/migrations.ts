@@ -162,4 +162,37 @@ BEGIN SELECT RAISE(ABORT, 'audit tree nodes are append-only'); END;
 ALTER TABLE audit_log_info ADD COLUMN hmac_key_id TEXT;
 `,
   },
+  {
+    version: 4,
+    name: 'job signing keys and nonces',
+    sql: `
+-- Keys trusted to sign a project's jobs (public parts only). A revoked key stays, so its
+-- fingerprint can never be registered for the project again.
+CREATE TABLE signing_keys (
+  id TEXT PRIMARY KEY,
+  project TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  key_type TEXT NOT NULL,
+  public_key TEXT NOT NULL,
+  fingerprint TEXT NOT NULL,
+  release_key INTEGER NOT NULL,
+  created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL,
+  revoked_at BIGINT,
+  revoked_by TEXT
+);
+CREATE UNIQUE INDEX signing_keys_project ON signing_keys (project, fingerprint);
+
+-- Nonces of signed jobs already accepted, kept until their envelope expires: a replay is
+-- refused, also after a restart.
+CREATE TABLE consumed_nonces (
+  fingerprint TEXT NOT NULL,
+  nonce TEXT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  consumed_at BIGINT NOT NULL,
+  PRIMARY KEY (fingerprint, nonce)
+);
+CREATE INDEX consumed_nonces_expiry ON consumed_nonces (expires_at);
+`,
+  },
 ];

@@ -22,6 +22,9 @@ import type {
   LogRepo,
   LogRow,
   NewJob,
+  NonceRepo,
+  SigningKeyRepo,
+  SigningKeyRow,
   Store,
   TokenRepo,
   TokenRow,
@@ -177,6 +180,20 @@ interface AuditDbRow {
   hash: string;
 }
 
+interface SigningKeyDbRow {
+  id: string;
+  project: string;
+  owner: string;
+  key_type: string;
+  public_key: string;
+  fingerprint: string;
+  release_key: number;
+  created_at: number;
+  created_by: string;
+  revoked_at: number | null;
+  revoked_by: string | null;
+}
+
 interface CheckpointDbRow {
   id: number;
   tree_size: number;
@@ -283,6 +300,21 @@ function statements(db: Db) {
     keyInsert: db.prepare(
       'INSERT INTO audit_keys (verifier_key, key_id, created_at, retired_at) VALUES (?, ?, ?, ?)',
     ),
+    signingKeyInsert: db.prepare(
+      `INSERT INTO signing_keys (id, project, owner, key_type, public_key, fingerprint, release_key, created_at, created_by, revoked_at, revoked_by)
+       VALUES (@id, @project, @owner, @keyType, @publicKey, @fingerprint, @release, @createdAt, @createdBy, @revokedAt, @revokedBy)`,
+    ),
+    signingKeyGet: db.prepare('SELECT * FROM signing_keys WHERE id = ?'),
+    signingKeyByFingerprint: db.prepare('SELECT * FROM signing_keys WHERE project = ? AND fingerprint = ?'),
+    signingKeyList: db.prepare('SELECT * FROM signing_keys ORDER BY project, created_at, id'),
+    signingKeyRevoke: db.prepare(
+      'UPDATE signing_keys SET revoked_at = ?, revoked_by = ? WHERE id = ? AND revoked_at IS NULL',
+    ),
+    nonceConsume: db.prepare(
+      `INSERT INTO consumed_nonces (fingerprint, nonce, expires_at, consumed_at) VALUES (?, ?, ?, ?)
+       ON CONFLICT (fingerprint, nonce) DO NOTHING`,
+    ),
+    noncePurge: db.prepare('DELETE FROM consumed_nonces WHERE expires_at < ?'),
     keyRetire: db.prepare(
       'UPDATE audit_keys SET retired_at = ? WHERE verifier_key = ? AND retired_at IS NULL',
     ),
@@ -296,8 +328,48 @@ class SqliteTx implements Tx {
   readonly jobs: JobRepo;
   readonly logs: LogRepo;
   readonly audit: AuditRepo;
+  readonly signingKeys: SigningKeyRepo;
+  readonly nonces: NonceRepo;
 
   constructor(db: Db, s: Statements) {
+    const signingKey = (row: SigningKeyDbRow | undefined): SigningKeyRow | null =>
+      row === undefined
+        ? null
+        : {
+            id: row.id,
+            project: row.project,
+            owner: row.owner,
+            keyType: row.key_type,
+            publicKey: row.public_key,
+            fingerprint: row.fingerprint,
+            release: row.release_key === 1,
+            createdAt: row.created_at,
+            createdBy: row.created_by,
+            revokedAt: row.revoked_at,
+            revokedBy: row.revoked_by,
+          };
+    this.signingKeys = {
+      insert: (row) => {
+        s.signingKeyInsert.run({ ...row, release: row.release ? 1 : 0 });
+      },
+      get: (id) => signingKey(s.signingKeyGet.get(id) as SigningKeyDbRow | undefined),
+      byFingerprint: (project, fingerprint) =>
+        signingKey(s.signingKeyByFingerprint.get(project, fingerprint) as SigningKeyDbRow | undefined),
+      list: (projects) =>
+        (s.signingKeyList.all() as SigningKeyDbRow[])
+          .map((row) => signingKey(row) as SigningKeyRow)
+          .filter(
+            (row) => projects === undefined || projects.includes('*') || projects.includes(row.project),
+          ),
+      revoke: (id, at, by) => {
+        s.signingKeyRevoke.run(at, by, id);
+      },
+    };
+    this.nonces = {
+      consume: (fingerprint, nonce, expiresAt, at) =>
+        s.nonceConsume.run(fingerprint, nonce, expiresAt, at).changes === 1,
+      purge: (before) => s.noncePurge.run(before).changes,
+    };
     this.tokens = {
       insert: (row) => {
         s.tokenInsert.run({

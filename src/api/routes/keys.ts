@@ -1,0 +1,58 @@
+import type { Static } from '@sinclair/typebox';
+import { Type } from '@sinclair/typebox';
+import type { FastifyPluginAsync } from 'fastify';
+import type { ApiDeps } from '../app.js';
+import { Name, SigningKeyAddSchema, SigningKeyInfoSchema } from '../schemas.js';
+import { errorResponses, principalOf } from './principal.js';
+
+/** Keys trusted to sign a project's jobs: register (admin), list, revoke (admin). */
+
+const KeyIdParams = Type.Object({ id: Type.String({ pattern: '^key_[0-9a-f]{16}$' }) });
+const KeyListQuery = Type.Object({ project: Type.Optional(Name) }, { additionalProperties: false });
+
+export function keyRoutes(deps: ApiDeps): FastifyPluginAsync {
+  return async (app) => {
+    app.post(
+      '/keys',
+      {
+        schema: {
+          summary: 'Register a public key to sign the jobs of a project',
+          body: SigningKeyAddSchema,
+          response: { 201: SigningKeyInfoSchema, ...errorResponses },
+        },
+      },
+      async (request, reply) => {
+        const body = request.body as Static<typeof SigningKeyAddSchema>;
+        return reply.status(201).send(await deps.keys.add(principalOf(request), body));
+      },
+    );
+    app.get(
+      '/keys',
+      {
+        schema: {
+          summary: 'Keys registered to sign jobs (of the projects this token sees)',
+          querystring: KeyListQuery,
+          response: { 200: Type.Object({ keys: Type.Array(SigningKeyInfoSchema) }), ...errorResponses },
+        },
+      },
+      async (request) => {
+        const query = request.query as Static<typeof KeyListQuery>;
+        return { keys: await deps.keys.list(principalOf(request), query.project) };
+      },
+    );
+    app.post(
+      '/keys/:id/revoke',
+      {
+        schema: {
+          summary: 'Revoke a signing key: its signatures are refused from now on, for good',
+          params: KeyIdParams,
+          response: { 200: SigningKeyInfoSchema, ...errorResponses },
+        },
+      },
+      async (request) => {
+        const { id } = request.params as Static<typeof KeyIdParams>;
+        return deps.keys.revoke(principalOf(request), id);
+      },
+    );
+  };
+}
