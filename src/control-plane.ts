@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './api/app.js';
+import { parseJsonBody } from './api/json-body.js';
 import { MerkleAuditLog } from './audit/audit-log.js';
 import { AuditCheckpoints } from './audit/checkpoints.js';
 import { hmacKeyId, loadOrCreateHmacKey } from './audit/keys.js';
@@ -91,7 +92,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const jobs = new JobService({
     store,
     audit,
-    signatures: new JobSignatureVerifier({ store }),
+    signatures: new JobSignatureVerifier({ store, parseJson: parseJsonBody }),
     events,
     maxAttempts: config.maxAttempts,
     projectQueueLimit: config.projectQueueLimit,

@@ -1,11 +1,18 @@
 import { spawn } from 'node:child_process';
-import { createPrivateKey, createPublicKey, randomBytes, sign } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { createHash, createPrivateKey, createPublicKey, randomBytes, sign } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open, writeFile } from 'node:fs/promises';
 import type { JobSpecV1 } from '../api/types.js';
 import { readJobSpecFile } from '../client/job-spec-file.js';
 import { DURATION_FORMS, parseDuration } from '../config/units.js';
 import { AirlockError, describeError } from '../errors.js';
-import { MAX_VALIDITY_MS, PAYLOAD_TYPE, payloadBytes, type SignedJob } from '../signing/envelope.js';
+import {
+  ed25519Message,
+  MAX_VALIDITY_MS,
+  PAYLOAD_TYPE,
+  payloadBytes,
+  type SignedJob,
+} from '../signing/envelope.js';
 import { parsePublicKey } from '../signing/public-key.js';
 import { SSHSIG_NAMESPACE } from '../signing/sshsig.js';
 import type { CliContext, CommandResult } from './io.js';
@@ -60,6 +67,25 @@ function sshKeygenSign(keyFile: string, data: Buffer): Promise<string> {
   });
 }
 
+/** A regular file of at most 64 KiB (no FIFO to hang on, no /dev/zero to exhaust memory). */
+async function readKeyFile(path: string): Promise<Buffer> {
+  let handle: Awaited<ReturnType<typeof open>>;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    throw new AirlockError('INVALID_OPTION', `--key: cannot read ${path}: ${describeError(error)}`);
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile()) throw new AirlockError('INVALID_OPTION', `--key: ${path} is not a regular file`);
+    if (info.size > MAX_KEY_FILE)
+      throw new AirlockError('INVALID_OPTION', `--key: ${path} is too large for a key`);
+    return await handle.readFile();
+  } finally {
+    await handle.close();
+  }
+}
+
 export async function signCommand(
   context: CliContext,
   file: string,
@@ -72,14 +98,7 @@ export async function signCommand(
       `--ttl: must be ${DURATION_FORMS}, from 1s to 24h, got "${options.ttl}"`,
     );
   const spec = (await readJobSpecFile(file)) as unknown as JobSpecV1;
-  let keyText: Buffer;
-  try {
-    keyText = await readFile(options.key);
-  } catch (error) {
-    throw new AirlockError('INVALID_OPTION', `--key: cannot read ${options.key}: ${describeError(error)}`);
-  }
-  if (keyText.length > MAX_KEY_FILE)
-    throw new AirlockError('INVALID_OPTION', `--key: ${options.key} is too large for a key`);
+  const keyText = await readKeyFile(options.key);
   const now = Math.floor(Date.now() / 1000) * 1000;
   const payload = {
     type: PAYLOAD_TYPE,
@@ -108,7 +127,7 @@ export async function signCommand(
       signature: {
         format: 'ed25519',
         key: parsePublicKey(publicPem).fingerprint,
-        value: sign(null, bytes, privateKey).toString('base64'),
+        value: sign(null, ed25519Message(bytes), privateKey).toString('base64'),
       },
     };
   } else {
@@ -117,6 +136,10 @@ export async function signCommand(
       signature: { format: 'sshsig', value: await sshKeygenSign(options.key, bytes) },
     };
   }
+  // What is signed, said before it leaves: the spec as the server will read it.
+  context.stderr.write(
+    `airlock: signing a job of project "${String(spec.project)}": ${JSON.stringify(spec.command)} (payload sha256 ${createHash('sha256').update(bytes).digest('hex')})\n`,
+  );
   const text = `${JSON.stringify(envelope, null, 2)}\n`;
   if (options.output !== undefined) {
     await writeFile(options.output, text, { mode: 0o644 });

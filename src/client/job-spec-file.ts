@@ -39,6 +39,10 @@ export async function parseJobSpec(name: string, text: string): Promise<Record<s
     } catch (error) {
       invalid(`${name} is not valid JSON: ${(error as Error).message}`, error);
     }
+    // JSON.parse keeps the last of two equal keys: a reviewer reading the first would sign or
+    // submit another command than the one they read. YAML specs refuse them too (uniqueKeys).
+    const duplicate = duplicateJsonKey(source);
+    if (duplicate !== null) invalid(`${name} has the key "${duplicate}" twice in one object`);
   } else {
     // Loaded only for YAML: `airlock run` and JSON specs never pay for the parser.
     const { parseDocument } = await import('yaml');
@@ -120,8 +124,46 @@ export async function readJobSpecFile(
       length += bytesRead;
       if (length > MAX_SPEC_FILE_BYTES) tooLarge(path);
     }
-    return parseJobSpec(path, decode(path, buffer.subarray(0, length)));
+    // Awaited here, inside the try: a rejection must not wait unhandled while `finally` closes.
+    return await parseJobSpec(path, decode(path, buffer.subarray(0, length)));
   } finally {
     await handle.close();
   }
+}
+
+/** The first key that appears twice in one object of valid JSON text, or null. */
+export function duplicateJsonKey(text: string): string | null {
+  // A stack of objects (a key set each) and arrays (null); a string directly after "{" or
+  // after "," inside an object is a key.
+  const stack: Array<Set<string> | null> = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (end < text.length && text[end] !== '"') end += text[end] === '\\' ? 2 : 1;
+      if (expectKey) {
+        const key = JSON.parse(text.slice(i, end + 1)) as string;
+        const keys = stack.at(-1);
+        if (keys instanceof Set) {
+          if (keys.has(key)) return key;
+          keys.add(key);
+        }
+        expectKey = false;
+      }
+      i = end;
+    } else if (c === '{') {
+      stack.push(new Set());
+      expectKey = true;
+    } else if (c === '[') {
+      stack.push(null);
+      expectKey = false;
+    } else if (c === '}' || c === ']') {
+      stack.pop();
+      expectKey = false;
+    } else if (c === ',') {
+      expectKey = stack.at(-1) instanceof Set;
+    }
+  }
+  return null;
 }

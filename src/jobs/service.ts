@@ -3,7 +3,7 @@ import { type AuditLog, markAudited, sensitive } from '../audit/audit-log.js';
 import { canonicalJson } from '../audit/canonical.js';
 import { inScope, type Principal, requireAction, visibleProjects } from '../auth/principal.js';
 import { AirlockError, isAirlockError } from '../errors.js';
-import { CLOCK_SKEW_MS, type SignedJob } from '../signing/envelope.js';
+import type { SignedJob } from '../signing/envelope.js';
 import type { JobSignatureVerifier, VerifiedSignature } from '../signing/verifier.js';
 import type { JobRow, Store, Tx } from '../store/store.js';
 import type { JobEvents } from './events.js';
@@ -36,6 +36,8 @@ export interface SubmitOutcome {
 
 /** A principal may have this many projects' worth of queued jobs (AIRLOCK_PROJECT_QUEUE_LIMIT each). */
 const PRINCIPAL_QUEUE_FACTOR = 10;
+/** How long a spent nonce is kept after its envelope expired. */
+const NONCE_RETENTION_MS = 24 * 3600 * 1000;
 const LOG_PAGE = 256;
 /** A page of log lines holds at most about this many bytes (one chunk is at most 64 KiB). */
 const LOG_PAGE_BYTES = 1024 * 1024;
@@ -71,7 +73,10 @@ export class JobService {
       requireAction(who, 'job.submit');
       const verifier = this.#o.signatures;
       if (verifier === undefined) throw new AirlockError('INTERNAL', 'signed jobs are not wired');
-      const verified = await verifier.verify(envelope);
+      const verified = await verifier.verify(envelope, (project) => {
+        if (!inScope(who, project))
+          throw new AirlockError('FORBIDDEN', `this token may not submit to project "${project}"`);
+      });
       return this.#submit(who, checkSpec(verified.payload.spec), idempotencyKey, verified.signature);
     });
   }
@@ -89,7 +94,13 @@ export class JobService {
       toSandboxJob(spec);
       // Keyed: the spec holds environment values, and an unkeyed hash in the audit log would let
       // anyone holding it test guesses of them.
-      const requestHash = this.#o.audit.hash(canonicalJson(spec));
+      // A signed request is also told apart by its signer and nonce: an Idempotency-Key retry
+      // returns the earlier job only for the very same request.
+      const requestHash = this.#o.audit.hash(
+        canonicalJson(
+          signature === null ? spec : { spec, signedBy: signature.fingerprint, nonce: signature.nonce },
+        ),
+      );
       const outcome = await this.#o.store.transaction(async (tx) => {
         if (idempotencyKey !== null) {
           const earlier = await tx.jobs.byIdempotencyKey(who.name, idempotencyKey);
@@ -107,20 +118,33 @@ export class JobService {
               outcome: 'succeeded',
               reason: 'repeated submit: same Idempotency-Key, same job',
               source: who.source,
-              details: { idempotencyKey, replay: true },
+              details: {
+                idempotencyKey,
+                replay: true,
+                signature:
+                  signature === null
+                    ? null
+                    : { key: signature.keyId, fingerprint: signature.fingerprint, nonce: signature.nonce },
+              },
             });
             return { job: toRecord(earlier), created: false };
           }
         }
         if (signature !== null) {
+          // Revoked meanwhile? The key is read again in the transaction that creates the job.
+          const key = await tx.signingKeys.get(signature.keyId);
+          if (key === null || key.revokedAt !== null)
+            throw new AirlockError('SIGNATURE_KEY_REVOKED', `the key ${signature.fingerprint} was revoked`);
           // One signed request, one job: the nonce is spent with the job, durably.
           const now = this.#now();
-          await tx.nonces.purge(now - CLOCK_SKEW_MS);
+          // Kept a day past the envelope's expiry: far beyond the skew allowance, so a clock
+          // step or a stalled queue cannot make an expired-looking nonce usable again.
+          await tx.nonces.purge(now);
           if (
             !(await tx.nonces.consume(
               signature.fingerprint,
               signature.nonce,
-              signature.expiresAt + CLOCK_SKEW_MS,
+              signature.expiresAt + NONCE_RETENTION_MS,
               now,
             ))
           )

@@ -1,5 +1,5 @@
 import type { JobSpecV1 } from '../api/types.js';
-import { canonicalJson, isWellFormedText } from '../audit/canonical.js';
+import { canonicalJson } from '../audit/canonical.js';
 import { AirlockError } from '../errors.js';
 
 /**
@@ -50,6 +50,25 @@ export function payloadBytes(payload: SignedJobPayload): Buffer {
   return Buffer.from(canonicalJson(payload), 'utf8');
 }
 
+/** A real UTC time written one way: 2026-02-31 or 24:00 are not rounded into another day. */
+function isExactTime(text: string): boolean {
+  if (!ISO_UTC.test(text)) return false;
+  const ms = Date.parse(text);
+  if (Number.isNaN(ms)) return false;
+  const iso = new Date(ms).toISOString();
+  return iso === text || iso.replace(/\.000Z$/, 'Z') === text || iso.replace(/0+Z$/, 'Z') === text;
+}
+
+/**
+ * Raw Ed25519 signatures sign this context and then the payload: a signature this key made
+ * for anything else (an SSH login, another tool) can never read as a job signature.
+ */
+export const ED25519_CONTEXT = Buffer.from('airlock-job-signature/v1\n', 'utf8');
+
+export function ed25519Message(payload: Buffer): Buffer {
+  return Buffer.concat([ED25519_CONTEXT, payload]);
+}
+
 function malformed(message: string): never {
   throw new AirlockError('INVALID_REQUEST', `signed job payload: ${message}`);
 }
@@ -66,15 +85,17 @@ export function strictBase64(text: string, what: string): Buffer {
  * reading of what was signed — no duplicate keys, no whitespace games), the payload fields.
  * The spec itself is checked against the job spec schema by the caller.
  */
-export function parsePayload(bytes: Buffer): SignedJobPayload {
-  const text = bytes.toString('utf8');
-  if (!isWellFormedText(text) || Buffer.byteLength(text, 'utf8') !== bytes.length) malformed('not UTF-8');
+export function parsePayload(bytes: Buffer, parseJson: (bytes: Buffer) => unknown): SignedJobPayload {
+  // The same strict reading as any request body: UTF-8 without replacement, bounded depth, no
+  // NUL, no lone surrogate, no reserved keys — what runs cannot differ from what was signed.
   let value: unknown;
   try {
-    value = JSON.parse(text);
-  } catch {
-    malformed('not JSON');
+    value = parseJson(bytes);
+  } catch (error) {
+    if (error instanceof AirlockError) malformed(error.message.replace('the request body', 'it'));
+    throw error;
   }
+  const text = bytes.toString('utf8');
   if (typeof value !== 'object' || value === null || Array.isArray(value)) malformed('not an object');
   let canonical: string;
   try {
@@ -93,7 +114,7 @@ export function parsePayload(bytes: Buffer): SignedJobPayload {
     ['issuedAt', issuedAt],
     ['expiresAt', expiresAt],
   ] as const)
-    if (typeof time !== 'string' || !ISO_UTC.test(time) || Number.isNaN(Date.parse(time)))
+    if (typeof time !== 'string' || !isExactTime(time))
       malformed(`${name} must be an ISO 8601 UTC time (2026-01-02T03:04:05Z)`);
   if (typeof spec !== 'object' || spec === null || Array.isArray(spec))
     malformed('spec must be a job spec object');

@@ -3,6 +3,7 @@ import { AirlockError } from '../errors.js';
 import type { SigningKeyRow, Store } from '../store/store.js';
 import {
   checkValidity,
+  ed25519Message,
   parsePayload,
   type SignedJob,
   type SignedJobPayload,
@@ -39,17 +40,30 @@ export class JobSignatureVerifier {
   readonly #store: Pick<Store, 'read'>;
   readonly #now: () => number;
 
-  constructor(options: { store: Pick<Store, 'read'>; now?: () => number }) {
+  readonly #parseJson: (bytes: Buffer) => unknown;
+
+  /** parseJson: the strict JSON reading of request bodies (api/json-body.ts), injected. */
+  constructor(options: {
+    store: Pick<Store, 'read'>;
+    parseJson: (bytes: Buffer) => unknown;
+    now?: () => number;
+  }) {
     this.#store = options.store;
+    this.#parseJson = options.parseJson;
     this.#now = options.now ?? Date.now;
   }
 
-  async verify(envelope: SignedJob): Promise<VerifiedJob> {
+  /**
+   * `mayUse(project)` is called before any key is looked up: a caller outside the project
+   * learns nothing about its keys (which are registered, which revoked).
+   */
+  async verify(envelope: SignedJob, mayUse: (project: string) => void): Promise<VerifiedJob> {
     const bytes = strictBase64(envelope.payload, 'payload');
-    const payload = parsePayload(bytes);
+    const payload = parsePayload(bytes, this.#parseJson);
     const project = payload.spec.project;
     if (typeof project !== 'string')
       throw new AirlockError('INVALID_JOB', 'the signed spec names no project');
+    mayUse(project);
     const signature = envelope.signature;
     if (signature.value.length > MAX_SIGNATURE_CHARS)
       throw new AirlockError('SIGNATURE_INVALID', 'the signature is larger than any signature can be');
@@ -65,7 +79,7 @@ export class JobSignatureVerifier {
     if (key.revokedAt !== null)
       throw new AirlockError(
         'SIGNATURE_KEY_REVOKED',
-        `the key ${fingerprint} (${key.owner}) was revoked on ${new Date(key.revokedAt).toISOString()}`,
+        `the key ${fingerprint} was revoked for project "${project}"`,
       );
     if (!this.#signatureHolds(key, bytes, envelope))
       throw new AirlockError(
@@ -98,6 +112,6 @@ export class JobSignatureVerifier {
     if (registered.type !== 'ssh-ed25519') return false;
     const raw = Buffer.from(signature.value, 'base64');
     if (raw.length !== 64 || raw.toString('base64') !== signature.value) return false;
-    return verify(null, bytes, registered.key, raw);
+    return verify(null, ed25519Message(bytes), registered.key, raw);
   }
 }

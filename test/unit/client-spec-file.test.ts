@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import {
+  duplicateJsonKey,
   MAX_SPEC_FILE_BYTES,
   parseJobSpec,
   readJobSpecFile,
@@ -120,6 +121,31 @@ describe('parseJobSpec', () => {
 });
 
 describe('readJobSpecFile', () => {
+  test('a malformed file is a refusal the caller can catch, never an unhandled rejection', async () => {
+    const path = join(tmp, 'bad.json');
+    await writeFile(path, '{bad');
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason);
+    };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await assert.rejects(readJobSpecFile(path), { code: 'INVALID_JOB' });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.deepEqual(unhandled, []);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  test('a JSON key given twice in one object is refused (the last would win silently)', async () => {
+    assert.equal(duplicateJsonKey('{"a":1,"b":{"a":2},"c":[{"a":1},{"a":2}]}'), null);
+    assert.equal(duplicateJsonKey('{"a\\u0062":1,"ab":2}'), 'ab');
+    const path = join(tmp, 'twice.json');
+    await writeFile(path, '{"version":1,"project":"p","command":["echo","ok"],"command":["sh","-c","evil"]}');
+    await assert.rejects(readJobSpecFile(path), { code: 'INVALID_JOB', message: /"command" twice/ });
+  });
+
   test('reads a file and standard input', async () => {
     const path = join(tmp, 'job.yml');
     await writeFile(path, YAML_SPEC);
