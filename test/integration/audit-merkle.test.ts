@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { lstat, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +11,7 @@ import { verifyAuditDatabase } from '../../src/audit/offline.js';
 import { startControlPlane } from '../../src/control-plane.js';
 import { createLogger } from '../../src/log.js';
 import { auditFromDb } from '../../src/store/sqlite/sqlite-store.js';
-import { CLI } from './helpers.js';
+import { runCli } from './helpers.js';
 import { call, SERVER_DEFAULTS, spec, startTestServer, type TestServer } from './server-helpers.js';
 
 /**
@@ -69,23 +68,6 @@ async function rewriteConsistently(
   } finally {
     db.close();
   }
-}
-
-function runCli(
-  args: readonly string[],
-  env: NodeJS.ProcessEnv,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, timeout: 60_000 },
-      (error, stdout, stderr) => {
-        const code = error === null ? 0 : typeof error.code === 'number' ? error.code : -1;
-        resolve({ code, stdout, stderr });
-      },
-    );
-  });
 }
 
 describe('audit Merkle log over the API', () => {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,7 @@ import { startControlPlane } from '../../src/control-plane.js';
 import { createLogger } from '../../src/log.js';
 import { ed25519Message, PAYLOAD_TYPE, payloadBytes } from '../../src/signing/envelope.js';
 import { parsePublicKey } from '../../src/signing/public-key.js';
-import { CLI } from './helpers.js';
+import { runCli } from './helpers.js';
 import { call, SERVER_DEFAULTS, startTestServer, type TestServer } from './server-helpers.js';
 
 /**
@@ -19,25 +19,6 @@ import { call, SERVER_DEFAULTS, startTestServer, type TestServer } from './serve
  * key of another project, another namespace, a replayed nonce (also after a restart), an
  * expired or future-dated envelope.
  */
-
-function runCli(
-  args: readonly string[],
-  env: NodeJS.ProcessEnv,
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [CLI, ...args],
-      { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, timeout: 60_000 },
-      (error, stdout, stderr) =>
-        resolve({
-          code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1,
-          stdout,
-          stderr,
-        }),
-    );
-  });
-}
 
 const spec = { version: 1, project: 'signed', command: ['echo', 'signed and sealed'] };
 

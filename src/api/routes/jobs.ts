@@ -25,6 +25,21 @@ const KEEPALIVE_MS = 15_000;
 /** Most log streams one token may hold open at once. */
 export const MAX_STREAMS_PER_TOKEN = 32;
 
+const IDEMPOTENCY_HEADER = {
+  type: 'object',
+  properties: { 'idempotency-key': { type: 'string', pattern: IDEMPOTENCY_KEY.source } },
+} as const;
+
+function idempotencyKeyOf(header: string | string[] | undefined): string | null {
+  const key = typeof header === 'string' ? header : null;
+  if (key !== null && !IDEMPOTENCY_KEY.test(key))
+    throw new AirlockError(
+      'INVALID_REQUEST',
+      'Idempotency-Key must be 1–128 characters of A-Z a-z 0-9 . _ : -',
+    );
+  return key;
+}
+
 export function jobRoutes(deps: ApiDeps): FastifyPluginAsync {
   const streams = new PerTokenCap(MAX_STREAMS_PER_TOKEN, 'open log streams');
   return async (app) => {
@@ -53,21 +68,12 @@ export function jobRoutes(deps: ApiDeps): FastifyPluginAsync {
         schema: {
           summary: 'Submit a job (job spec v1); Idempotency-Key makes a retry return the same job',
           body: { $ref: 'JobSpecV1#' },
-          headers: {
-            type: 'object',
-            properties: { 'idempotency-key': { type: 'string', pattern: IDEMPOTENCY_KEY.source } },
-          },
+          headers: IDEMPOTENCY_HEADER,
           response: { 200: JobRecordSchema, 201: JobRecordSchema, ...errorResponses },
         },
       },
       async (request, reply) => {
-        const header = request.headers['idempotency-key'];
-        const key = typeof header === 'string' ? header : null;
-        if (key !== null && !IDEMPOTENCY_KEY.test(key))
-          throw new AirlockError(
-            'INVALID_REQUEST',
-            'Idempotency-Key must be 1–128 characters of A-Z a-z 0-9 . _ : -',
-          );
+        const key = idempotencyKeyOf(request.headers['idempotency-key']);
         const outcome = await deps.jobs.submit(principalOf(request), request.body as JobSpecV1, key);
         return reply.status(outcome.created ? 201 : 200).send(outcome.job);
       },
@@ -80,21 +86,12 @@ export function jobRoutes(deps: ApiDeps): FastifyPluginAsync {
           summary:
             'Submit a signed job: the payload (canonical JSON of spec, nonce, issuedAt, expiresAt) and its signature',
           body: SignedJobSchema,
-          headers: {
-            type: 'object',
-            properties: { 'idempotency-key': { type: 'string', pattern: IDEMPOTENCY_KEY.source } },
-          },
+          headers: IDEMPOTENCY_HEADER,
           response: { 200: JobRecordSchema, 201: JobRecordSchema, ...errorResponses },
         },
       },
       async (request, reply) => {
-        const header = request.headers['idempotency-key'];
-        const key = typeof header === 'string' ? header : null;
-        if (key !== null && !IDEMPOTENCY_KEY.test(key))
-          throw new AirlockError(
-            'INVALID_REQUEST',
-            'Idempotency-Key must be 1–128 characters of A-Z a-z 0-9 . _ : -',
-          );
+        const key = idempotencyKeyOf(request.headers['idempotency-key']);
         // The spec inside the signed bytes passes the same schema as a plain submit.
         const validate = request.compileValidationSchema({ $ref: 'JobSpecV1#' });
         const checkSpec = (spec: unknown): JobSpecV1 => {
