@@ -179,27 +179,28 @@ export const ERROR_CATALOGUE = {
     exitCode: 125,
     retryable: false,
     summary:
-      'A job signature does not verify: the payload was changed, the signature is malformed, or it was made for another namespace.',
+      'A job or request signature does not verify: the payload or request was changed or re-aimed, the signature is malformed, or it was made for another purpose.',
   },
   SIGNATURE_REPLAYED: {
     httpStatus: 409,
     exitCode: 125,
     retryable: false,
     summary:
-      "A signed job's nonce was used before: the same signed request is never run twice (sign it anew).",
+      "A signed job's or signed request's nonce was used before: the same signed request is never accepted twice (sign it anew).",
   },
   SIGNATURE_EXPIRED: {
     httpStatus: 403,
     exitCode: 125,
     retryable: false,
-    summary: 'A signed job is past its expiry (beyond the clock-skew allowance); sign it anew.',
+    summary:
+      'A signed job is past its expiry, or a signed request older than 60 s (beyond the clock-skew allowance); sign it anew.',
   },
   SIGNATURE_NOT_YET_VALID: {
     httpStatus: 403,
     exitCode: 125,
     retryable: false,
     summary:
-      "A signed job's issue time is in the future beyond the clock-skew allowance: check the signer's clock.",
+      "A signed job's or request's time is in the future beyond the clock-skew allowance: check the signer's clock.",
   },
   CHECKPOINT_INVALID: {
     httpStatus: 400,

@@ -13,6 +13,7 @@ import type { AuditCheckpoints } from '../audit/checkpoints.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { Principal } from '../auth/principal.js';
 import type { RequestLimiter } from '../auth/rate-limit.js';
+import { REQUEST_SKEW_S, verifyRequest } from '../auth/request-signature.js';
 import type { TokenService } from '../auth/token-service.js';
 import { AirlockError, type AirlockErrorCode, describeError, isAirlockError } from '../errors.js';
 import type { JobEvents } from '../jobs/events.js';
@@ -20,6 +21,7 @@ import type { JobQueue } from '../jobs/queue.js';
 import type { JobService } from '../jobs/service.js';
 import type { Logger } from '../log.js';
 import type { SigningKeyService } from '../signing/key-service.js';
+import { parsePublicKey } from '../signing/public-key.js';
 import type { Store } from '../store/store.js';
 import { parseJsonBody } from './json-body.js';
 import { auditRoutes } from './routes/audit.js';
@@ -106,9 +108,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     },
   });
   app.decorateRequest('principal', null);
+  const rawBodies = new WeakMap<object, Buffer>();
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     try {
+      // Kept for the request signature's Content-Digest (RFC 9421 tokens).
+      rawBodies.set(request, body as Buffer);
       done(null, parseJsonBody(body as Buffer));
     } catch (error) {
       done(error as Error, undefined);
@@ -154,6 +159,37 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       // The first refusal of a second is audited (by the error handler); the rest are not.
       throw deps.requestLimiter.firstRefusal(who.tokenId) ? error : markAudited(error);
     }
+  });
+
+  // Tokens with a request key: every request must be signed (RFC 9421). Checked once the body
+  // is read, as the signature covers its digest; the nonce is spent durably, so a captured
+  // request cannot be sent again.
+  app.addHook('preHandler', async (request) => {
+    const who = request.principal;
+    if (who === null || who.requestKey === null || who.requestKey === undefined) return;
+    const now = Date.now();
+    const { nonce, created } = verifyRequest({
+      method: request.method,
+      targetUri: `${request.protocol}://${request.headers.host ?? ''}${request.url}`,
+      headers: request.headers,
+      body: rawBodies.get(request) ?? null,
+      tokenId: who.tokenId,
+      publicKey: parsePublicKey(who.requestKey).key,
+      now,
+    });
+    const spent = await deps.store.transaction(async (tx) =>
+      tx.nonces.consume(
+        `token:${who.tokenId}`,
+        nonce,
+        (created + 2 * REQUEST_SKEW_S) * 1000 + 86_400_000,
+        now,
+      ),
+    );
+    if (!spent)
+      throw new AirlockError(
+        'SIGNATURE_REPLAYED',
+        'request signature: this nonce was used before: the request was replayed',
+      );
   });
 
   app.setErrorHandler(async (error, request, reply) => sendError(deps, error, request, reply));

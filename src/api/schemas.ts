@@ -172,6 +172,7 @@ export const TokenInfoSchema = Type.Object({
   createdBy: Type.String(),
   expiresAt: Nullable(Iso),
   revokedAt: Nullable(Iso),
+  requestKey: Nullable(Type.String()),
 });
 
 export const TokenCreateSchema = Type.Object(
@@ -184,6 +185,7 @@ export const TokenCreateSchema = Type.Object(
       uniqueItems: true,
     }),
     expiresInSeconds: Type.Optional(Type.Integer({ minimum: 60, maximum: 10 * 365 * 24 * 3600 })),
+    requestKey: Type.Optional(Type.String({ minLength: 1, maxLength: 16 * 1024 })),
   },
   closed,
 );

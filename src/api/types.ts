@@ -138,6 +138,8 @@ export interface TokenInfo {
   createdBy: string;
   expiresAt: string | null;
   revokedAt: string | null;
+  /** The public key its requests must be signed with, or null. */
+  requestKey: string | null;
 }
 
 /** POST /v1/tokens body. */
@@ -147,6 +149,8 @@ export interface TokenCreateRequest {
   projects: string[];
   /** Lifetime in seconds; omitted = does not expire. */
   expiresInSeconds?: number;
+  /** An Ed25519 public key (OpenSSH line or PEM): every request with the token must then be signed with it (RFC 9421). */
+  requestKey?: string;
 }
 /** POST /v1/tokens answer: the secret is shown this once and never again. */
 export interface TokenCreated {

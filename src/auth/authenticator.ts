@@ -70,7 +70,14 @@ export class Authenticator {
     if (!matches) return refuse('wrong secret for the token id');
     if (row.revokedAt !== null) return refuse('revoked token');
     if (row.expiresAt !== null && row.expiresAt <= this.#now()) return refuse('expired token');
-    return { tokenId: row.id, name: row.principal, role: row.role, projects: row.projects, source };
+    return {
+      tokenId: row.id,
+      name: row.principal,
+      role: row.role,
+      projects: row.projects,
+      source,
+      requestKey: row.requestKey,
+    };
   }
 
   async #record(action: string, target: string, source: string, reason: string): Promise<void> {

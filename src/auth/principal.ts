@@ -21,6 +21,8 @@ export interface Principal {
   readonly projects: readonly string[];
   /** Source address of the request (audit). */
   readonly source: string;
+  /** Set when every request of this token must be signed with this Ed25519 key (RFC 9421). */
+  readonly requestKey?: string | null;
 }
 
 export type Action =

@@ -1,6 +1,7 @@
 import type { TokenCreated, TokenCreateRequest, TokenInfo } from '../api/types.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import { AirlockError } from '../errors.js';
+import { parsePublicKey } from '../signing/public-key.js';
 import type { Store, TokenRow } from '../store/store.js';
 import { type Principal, requireAction } from './principal.js';
 import { issueToken } from './tokens.js';
@@ -18,6 +19,7 @@ export function tokenInfo(row: TokenRow): TokenInfo {
     createdBy: row.createdBy,
     expiresAt: iso(row.expiresAt),
     revokedAt: iso(row.revokedAt),
+    requestKey: row.requestKey,
   };
 }
 
@@ -36,6 +38,15 @@ export class TokenService {
     requireAction(who, 'token.manage');
     if (request.role === 'submitter' && request.projects.includes('*') && request.projects.length > 1)
       throw new AirlockError('INVALID_REQUEST', 'projects: "*" stands alone');
+    let requestKey: string | null = null;
+    if (request.requestKey !== undefined) {
+      if (request.role === 'worker')
+        throw new AirlockError('INVALID_REQUEST', 'requestKey: worker tokens do not sign their requests yet');
+      const key = parsePublicKey(request.requestKey);
+      if (key.type !== 'ssh-ed25519')
+        throw new AirlockError('INVALID_REQUEST', 'requestKey: request signatures use Ed25519 keys');
+      requestKey = key.text;
+    }
     return this.#store.transaction(async (tx) => {
       const now = this.#now();
       const issued = issueToken({
@@ -45,6 +56,7 @@ export class TokenService {
         createdBy: who.name,
         now,
         expiresAt: request.expiresInSeconds === undefined ? null : now + request.expiresInSeconds * 1000,
+        requestKey,
       });
       await tx.tokens.insert(issued.row);
       await this.#audit.append(tx, {
@@ -58,6 +70,7 @@ export class TokenService {
           role: issued.row.role,
           projects: issued.row.projects,
           expiresAt: issued.row.expiresAt,
+          signedRequests: issued.row.requestKey !== null,
         },
       });
       return { token: tokenInfo(issued.row), secret: issued.token };

@@ -44,6 +44,7 @@ export function issueToken(input: {
   createdBy: string;
   now: number;
   expiresAt: number | null;
+  requestKey?: string | null;
 }): IssuedToken {
   const idHex = randomBytes(8).toString('hex');
   const secret = randomBytes(32).toString('base64url');
@@ -59,6 +60,7 @@ export function issueToken(input: {
       createdBy: input.createdBy,
       expiresAt: input.expiresAt,
       revokedAt: null,
+      requestKey: input.requestKey ?? null,
     },
   };
 }

@@ -185,6 +185,10 @@ export function registerClientCommands(
       collect,
     )
     .option('--expires <duration>', 'lifetime: 3600, 90m, 24h (default: no expiry)')
+    .option(
+      '--request-key <public-key-file>',
+      'an Ed25519 public key: every request with the token must then be signed with it (RFC 9421; the client signs with AIRLOCK_REQUEST_KEY)',
+    )
     .option('--json', 'print {token, secret} as JSON')
     .action(async (options: import('./token-command.js').TokenCreateOptions) => {
       const { tokenCreateCommand } = await import('./token-command.js');

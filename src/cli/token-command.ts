@@ -1,8 +1,9 @@
+import { readFile } from 'node:fs/promises';
 import { TOKEN_ROLES, type TokenCreateRequest, type TokenInfo, type TokenRole } from '../api/types.js';
 import { connect } from '../client/connect.js';
 import { shortTime, table } from '../client/format.js';
 import { DURATION_FORMS, parseDuration } from '../config/units.js';
-import { AirlockError } from '../errors.js';
+import { AirlockError, describeError } from '../errors.js';
 import type { CliContext, CommandResult } from './io.js';
 
 /**
@@ -16,6 +17,7 @@ export interface TokenCreateOptions {
   role: string;
   project?: string[];
   expires?: string;
+  requestKey?: string;
   json?: boolean;
 }
 
@@ -76,6 +78,16 @@ export async function tokenCreateCommand(
   options: TokenCreateOptions,
 ): Promise<CommandResult> {
   const request = tokenRequest(options);
+  if (options.requestKey !== undefined) {
+    try {
+      const text = await readFile(options.requestKey, 'utf8');
+      if (text.length > 16 * 1024 || text.includes('PRIVATE KEY'))
+        throw new Error('not a public key file (give the .pub or the public PEM)');
+      request.requestKey = text.trim();
+    } catch (error) {
+      bad('request-key', `${options.requestKey}: ${describeError(error)}`);
+    }
+  }
   const api = await connect(context.config.client);
   const created = await api.createToken(request);
   if (options.json === true) {

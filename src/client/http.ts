@@ -1,3 +1,5 @@
+import type { KeyObject } from 'node:crypto';
+import { signRequest } from '../auth/request-signature.js';
 import { AirlockError, type AirlockErrorCode, describeError, ERROR_CATALOGUE } from '../errors.js';
 
 /**
@@ -13,6 +15,8 @@ export interface HttpClientOptions {
   readonly token: string;
   /** Per-request timeout for calls that are not long polls or streams. Default 30 s. */
   readonly timeoutMs?: number;
+  /** Signs every request (RFC 9421) for a token that requires it. */
+  readonly requestKey?: { readonly keyId: string; readonly privateKey: KeyObject };
 }
 
 export interface RequestOptions {
@@ -30,6 +34,7 @@ export class HttpClient {
   readonly #base: URL;
   readonly #token: string;
   readonly #timeoutMs: number;
+  readonly #requestKey: HttpClientOptions['requestKey'];
 
   constructor(options: HttpClientOptions) {
     let base: URL;
@@ -48,6 +53,7 @@ export class HttpClient {
     this.#base = base;
     this.#token = options.token;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
+    this.#requestKey = options.requestKey;
   }
 
   get url(): string {
@@ -91,10 +97,23 @@ export class HttpClient {
       path.replace(/^\//, ''),
       this.#base.href.endsWith('/') ? this.#base : `${this.#base.href}/`,
     );
+    const method = options.method ?? (body === undefined ? 'GET' : 'POST');
+    // Signed anew for each request (a retry too): a fresh nonce and time every time.
+    if (this.#requestKey !== undefined)
+      Object.assign(
+        headers,
+        signRequest({
+          method,
+          targetUri: url.href,
+          body,
+          keyId: this.#requestKey.keyId,
+          privateKey: this.#requestKey.privateKey,
+        }),
+      );
     let response: Response;
     try {
       response = await fetch(url, {
-        method: options.method ?? (body === undefined ? 'GET' : 'POST'),
+        method,
         headers,
         ...(body !== undefined ? { body } : {}),
         ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),

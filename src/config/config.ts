@@ -42,6 +42,8 @@ export interface AirlockConfig {
     readonly token: string | undefined;
     /** The client config file (AIRLOCK_CLIENT_CONFIG or ~/.config/airlock/client.json). */
     readonly configFile: string;
+    /** AIRLOCK_REQUEST_KEY: an Ed25519 private key (PEM) that signs every request; undefined = none. */
+    readonly requestKeyFile?: string;
   };
 }
 
@@ -142,6 +144,11 @@ export const SETTINGS = {
   AIRLOCK_TOKEN: {
     summary: 'Client and worker: the API token (overrides the client config file). Never logged.',
     defaultValue: 'the token in the client config file',
+  },
+  AIRLOCK_REQUEST_KEY: {
+    summary:
+      'Client: an Ed25519 private key (PKCS#8 PEM) that signs every request (RFC 9421), for a token created with --request-key.',
+    defaultValue: 'none',
   },
   AIRLOCK_CLIENT_CONFIG: {
     summary:
@@ -314,5 +321,9 @@ function clientSettings(get: Getter, env: NodeJS.ProcessEnv): AirlockConfig['cli
       configured === undefined
         ? join(base, 'airlock', 'client.json')
         : absolutePath('AIRLOCK_CLIENT_CONFIG', configured),
+    ...((key) =>
+      key === undefined || key === '' ? {} : { requestKeyFile: absolutePath('AIRLOCK_REQUEST_KEY', key) })(
+      get('AIRLOCK_REQUEST_KEY'),
+    ),
   };
 }

@@ -21,6 +21,8 @@ export interface TokenRow {
   createdBy: string;
   expiresAt: number | null;
   revokedAt: number | null;
+  /** One-line Ed25519 public key ("ssh-ed25519 AAAA…"): every request must be signed with it. */
+  requestKey: string | null;
 }
 
 export interface TokenRepo {

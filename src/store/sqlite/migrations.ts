@@ -195,4 +195,13 @@ CREATE TABLE consumed_nonces (
 CREATE INDEX consumed_nonces_expiry ON consumed_nonces (expires_at);
 `,
   },
+  {
+    version: 5,
+    name: 'request signing keys of tokens',
+    sql: `
+-- A token with a request key must sign every request (HTTP Message Signatures, RFC 9421):
+-- the bearer secret alone is then not enough to use it.
+ALTER TABLE tokens ADD COLUMN request_key TEXT;
+`,
+  },
 ];

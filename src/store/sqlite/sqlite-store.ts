@@ -150,6 +150,7 @@ interface TokenDbRow {
   created_by: string;
   expires_at: number | null;
   revoked_at: number | null;
+  request_key: string | null;
 }
 
 function tokenFromDb(row: TokenDbRow): TokenRow {
@@ -163,6 +164,7 @@ function tokenFromDb(row: TokenDbRow): TokenRow {
     createdBy: row.created_by,
     expiresAt: row.expires_at,
     revokedAt: row.revoked_at,
+    requestKey: row.request_key,
   };
 }
 
@@ -238,8 +240,8 @@ function statements(db: Db) {
     .join(', ');
   return {
     tokenInsert: db.prepare(
-      `INSERT INTO tokens (id, hash, principal, role, projects, created_at, created_by, expires_at, revoked_at)
-       VALUES (@id, @hash, @principal, @role, @projects, @created_at, @created_by, @expires_at, @revoked_at)`,
+      `INSERT INTO tokens (id, hash, principal, role, projects, created_at, created_by, expires_at, revoked_at, request_key)
+       VALUES (@id, @hash, @principal, @role, @projects, @created_at, @created_by, @expires_at, @revoked_at, @request_key)`,
     ),
     tokenGet: db.prepare('SELECT * FROM tokens WHERE id = ?'),
     tokenList: db.prepare('SELECT * FROM tokens ORDER BY created_at, id'),
@@ -382,6 +384,7 @@ class SqliteTx implements Tx {
           created_by: row.createdBy,
           expires_at: row.expiresAt,
           revoked_at: row.revokedAt,
+          request_key: row.requestKey,
         });
       },
       get: (id) => {

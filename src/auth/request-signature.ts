@@ -1,0 +1,173 @@
+import { createHash, type KeyObject, randomBytes, sign, verify } from 'node:crypto';
+import { AirlockError } from '../errors.js';
+
+/**
+ * HTTP Message Signatures (RFC 9421) for tokens that require them: a stolen bearer secret
+ * alone cannot be used — every request must also be signed with the token's Ed25519 key.
+ * Airlock signs and accepts one profile of the RFC, exactly:
+ *
+ *   Content-Digest: sha-256=:<base64 SHA-256 of the body>:            (RFC 9530; requests with a body)
+ *   Signature-Input: sig1=("@method" "@target-uri" "content-digest");created=<unix s>;nonce="<16-128>";keyid="<token id>";alg="ed25519"
+ *   Signature: sig1=:<base64 Ed25519 signature of the signature base>:
+ *
+ * "content-digest" is left out (of both) for a request without a body. Shared by the server
+ * (verifyRequest, api/app.ts) and the client (signRequest, client/http.ts). The signature base
+ * is RFC 9421 §2.5's: one line `"<component>": <value>` per covered component, then
+ * `"@signature-params": <the inner list and parameters, as sent>`.
+ */
+
+export const REQUEST_SIGNATURE_LABEL = 'sig1';
+/** How far `created` may be from the server's clock either way. */
+export const REQUEST_SKEW_S = 60;
+const MAX_HEADER = 2048;
+const INPUT = new RegExp(
+  `^${REQUEST_SIGNATURE_LABEL}=(\\(("[a-z@][a-z0-9@-]*"(?: "[a-z@][a-z0-9@-]*")*)\\)((?:;[a-z]+=(?:"[A-Za-z0-9_.:-]*"|[0-9]{1,12}))*))$`,
+);
+const SIGNATURE = new RegExp(`^${REQUEST_SIGNATURE_LABEL}=:([A-Za-z0-9+/]{86}==):$`);
+const NONCE = /^[A-Za-z0-9_-]{16,128}$/;
+
+export function contentDigest(body: Buffer | string): string {
+  return `sha-256=:${createHash('sha256').update(body).digest('base64')}:`;
+}
+
+function signatureBase(
+  components: readonly string[],
+  values: Readonly<Record<string, string>>,
+  params: string,
+): Buffer {
+  const lines = components.map((name) => `"${name}": ${values[name] ?? ''}`);
+  lines.push(`"@signature-params": ${params}`);
+  return Buffer.from(lines.join('\n'), 'utf8');
+}
+
+/** The headers that sign one request (client side). */
+export function signRequest(input: {
+  method: string;
+  targetUri: string;
+  body: string | undefined;
+  keyId: string;
+  privateKey: KeyObject;
+  now?: number;
+}): Record<string, string> {
+  const created = Math.floor((input.now ?? Date.now()) / 1000);
+  const components = ['@method', '@target-uri', ...(input.body !== undefined ? ['content-digest'] : [])];
+  const digest = input.body !== undefined ? contentDigest(input.body) : undefined;
+  const params = `(${components.map((c) => `"${c}"`).join(' ')});created=${created};nonce="${randomBytes(18).toString('base64url')}";keyid="${input.keyId}";alg="ed25519"`;
+  const base = signatureBase(
+    components,
+    {
+      '@method': input.method.toUpperCase(),
+      '@target-uri': input.targetUri,
+      ...(digest !== undefined ? { 'content-digest': digest } : {}),
+    },
+    params,
+  );
+  return {
+    ...(digest !== undefined ? { 'content-digest': digest } : {}),
+    'signature-input': `${REQUEST_SIGNATURE_LABEL}=${params}`,
+    signature: `${REQUEST_SIGNATURE_LABEL}=:${sign(null, base, input.privateKey).toString('base64')}:`,
+  };
+}
+
+function refuse(message: string): never {
+  throw new AirlockError('SIGNATURE_INVALID', `request signature: ${message}`);
+}
+
+function header(
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+  name: string,
+): string | undefined {
+  const value = headers[name];
+  if (Array.isArray(value)) refuse(`the ${name} header is given more than once`);
+  if (value !== undefined && value.length > MAX_HEADER) refuse(`the ${name} header is too long`);
+  return value;
+}
+
+/**
+ * Checks a request against the token's key (server side). Returns the nonce and `created`
+ * for the caller to spend the nonce durably; throws UNAUTHENTICATED when no signature is
+ * there, SIGNATURE_INVALID / SIGNATURE_EXPIRED / SIGNATURE_NOT_YET_VALID otherwise.
+ */
+export function verifyRequest(input: {
+  method: string;
+  targetUri: string;
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+  body: Buffer | null;
+  tokenId: string;
+  publicKey: KeyObject;
+  now: number;
+}): { nonce: string; created: number } {
+  const signatureInput = header(input.headers, 'signature-input');
+  const signatureHeader = header(input.headers, 'signature');
+  if (signatureInput === undefined || signatureHeader === undefined)
+    throw new AirlockError(
+      'UNAUTHENTICATED',
+      'this token requires signed requests (RFC 9421): sign them with its key (AIRLOCK_REQUEST_KEY)',
+    );
+  const match = INPUT.exec(signatureInput);
+  if (match === null)
+    refuse(
+      `Signature-Input is not of the form ${REQUEST_SIGNATURE_LABEL}=("@method" "@target-uri" …);created=…;nonce="…"`,
+    );
+  const signed = SIGNATURE.exec(signatureHeader);
+  if (signed === null) refuse('Signature is not one Ed25519 signature labelled sig1');
+  const [, paramsText, list, paramText] = match as unknown as [string, string, string, string];
+  const components = list.split(' ').map((c) => c.slice(1, -1));
+  if (new Set(components).size !== components.length) refuse('a component is covered twice');
+  const params = new Map<string, string>();
+  for (const param of paramText.split(';').slice(1)) {
+    const [name, value] = param.split('=') as [string, string];
+    if (params.has(name)) refuse(`the parameter ${name} is given twice`);
+    params.set(name, value.startsWith('"') ? value.slice(1, -1) : value);
+  }
+  const hasBody = input.body !== null && input.body.length > 0;
+  // Method, full target URI and (with a body) its digest: the request cannot be moved,
+  // re-aimed or given another body.
+  const required = ['@method', '@target-uri', ...(hasBody ? ['content-digest'] : [])];
+  for (const name of required) if (!components.includes(name)) refuse(`"${name}" must be covered`);
+  for (const name of components)
+    if (!['@method', '@target-uri', 'content-digest'].includes(name))
+      refuse(`unsupported component "${name}"`);
+  if (params.get('alg') !== undefined && params.get('alg') !== 'ed25519') refuse('alg must be "ed25519"');
+  if (params.get('keyid') !== undefined && params.get('keyid') !== input.tokenId)
+    refuse('keyid names another token');
+  const nonce = params.get('nonce');
+  if (nonce === undefined || !NONCE.test(nonce))
+    refuse('nonce (16–128 characters of A-Z a-z 0-9 _ -) is required');
+  const createdText = params.get('created');
+  if (createdText === undefined || !/^[0-9]+$/.test(createdText)) refuse('created is required');
+  const created = Number(createdText);
+  const now = Math.floor(input.now / 1000);
+  if (created > now + REQUEST_SKEW_S)
+    throw new AirlockError(
+      'SIGNATURE_NOT_YET_VALID',
+      'request signature: created is in the future: check the clock',
+    );
+  if (created < now - REQUEST_SKEW_S)
+    throw new AirlockError(
+      'SIGNATURE_EXPIRED',
+      `request signature: created more than ${REQUEST_SKEW_S} s ago`,
+    );
+  let digest: string | undefined;
+  if (components.includes('content-digest')) {
+    digest = header(input.headers, 'content-digest');
+    if (digest === undefined) refuse('Content-Digest is covered but missing');
+    if (digest !== contentDigest(input.body ?? Buffer.alloc(0)))
+      refuse('Content-Digest does not match the body');
+  }
+  const base = signatureBase(
+    components,
+    {
+      '@method': input.method.toUpperCase(),
+      '@target-uri': input.targetUri,
+      ...(digest !== undefined ? { 'content-digest': digest } : {}),
+    },
+    paramsText,
+  );
+  const value = Buffer.from((signed as unknown as [string, string])[1], 'base64');
+  if (!verify(null, base, input.publicKey, value))
+    refuse(
+      "the signature does not verify with the token's key: the request was changed, re-aimed or signed by another key",
+    );
+  return { nonce, created };
+}

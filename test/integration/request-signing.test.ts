@@ -1,0 +1,165 @@
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { signRequest } from '../../src/auth/request-signature.js';
+import { runCli } from './helpers.js';
+import { startTestServer, type TestServer } from './server-helpers.js';
+
+/**
+ * HTTP Message Signatures (RFC 9421) for a token created with a request key: its bearer
+ * secret alone is refused; a signed request passes once; a replayed, re-aimed, re-bodied,
+ * stale or foreign-key request is refused; the CLI signs with AIRLOCK_REQUEST_KEY.
+ */
+
+describe('signed requests (RFC 9421)', () => {
+  let server: TestServer;
+  let dir: string;
+  let secret: string;
+  let tokenId: string;
+  const keys = generateKeyPairSync('ed25519');
+  const other = generateKeyPairSync('ed25519');
+  const spec = { version: 1, project: 'rs', command: ['true'] };
+
+  before(async () => {
+    server = await startTestServer();
+    dir = await mkdtemp(join(tmpdir(), 'airlock-rfc9421-'));
+    const created = await server.call('POST', '/v1/tokens', server.admin, {
+      principal: 'ci-bot',
+      role: 'submitter',
+      projects: ['rs'],
+      requestKey: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.body));
+    assert.match(created.body.token.requestKey, /^ssh-ed25519 /);
+    secret = created.body.secret;
+    tokenId = created.body.token.id;
+    await writeFile(
+      join(dir, 'key.pem'),
+      keys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+      {
+        mode: 0o600,
+      },
+    );
+    await writeFile(join(dir, 'spec.json'), JSON.stringify(spec));
+  });
+  after(async () => {
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const signed = (
+    method: string,
+    path: string,
+    body: unknown,
+    privateKey = keys.privateKey,
+    now?: number,
+  ) => {
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    const headers = signRequest({
+      method,
+      targetUri: `${server.url}${path}`,
+      body: text,
+      keyId: tokenId,
+      privateKey,
+      ...(now !== undefined ? { now } : {}),
+    });
+    return { headers, text };
+  };
+  const send = (method: string, path: string, headers: Record<string, string>, text?: string) =>
+    fetch(`${server.url}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${secret}`,
+        ...(text !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...headers,
+      },
+      ...(text !== undefined ? { body: text } : {}),
+    });
+
+  test('the bearer secret alone is refused; a signed request passes, once', async () => {
+    const bare = await server.call('GET', '/v1/whoami', secret);
+    assert.equal(bare.status, 401);
+    assert.match(bare.body.error.message, /requires signed requests/);
+    const whoami = signed('GET', '/v1/whoami', undefined);
+    const first = await send('GET', '/v1/whoami', whoami.headers);
+    assert.equal(first.status, 200, await first.text());
+    const again = await send('GET', '/v1/whoami', whoami.headers);
+    assert.equal(again.status, 409);
+    assert.equal(((await again.json()) as { error: { code: string } }).error.code, 'SIGNATURE_REPLAYED');
+    // Tokens without a request key are not affected.
+    assert.equal((await server.call('GET', '/v1/whoami', server.admin)).status, 200);
+  });
+
+  test('a changed body, another target, an old signature or another key is refused', async () => {
+    const expect = async (response: Response, status: number, code: string) => {
+      const text = await response.text();
+      assert.equal(response.status, status, text);
+      assert.equal((JSON.parse(text) as { error: { code: string } }).error.code, code);
+    };
+    const submit = signed('POST', '/v1/jobs', spec);
+    await expect(
+      await send(
+        'POST',
+        '/v1/jobs',
+        submit.headers,
+        JSON.stringify({ ...spec, command: ['sh', '-c', 'evil'] }),
+      ),
+      403,
+      'SIGNATURE_INVALID',
+    );
+    const whoami = signed('GET', '/v1/whoami', undefined);
+    await expect(await send('GET', '/v1/jobs', whoami.headers), 403, 'SIGNATURE_INVALID');
+    const old = signed('GET', '/v1/whoami', undefined, keys.privateKey, Date.now() - 300_000);
+    await expect(await send('GET', '/v1/whoami', old.headers), 403, 'SIGNATURE_EXPIRED');
+    const foreign = signed('GET', '/v1/whoami', undefined, other.privateKey);
+    await expect(await send('GET', '/v1/whoami', foreign.headers), 403, 'SIGNATURE_INVALID');
+    // The untampered one still goes through (its nonce was not spent by the refusals).
+    const good = await send('POST', '/v1/jobs', submit.headers, submit.text);
+    assert.equal(good.status, 201, await good.text());
+    // Refusals are audited.
+    const events = (await server.call('GET', '/v1/audit/events?last=20', server.admin)).body.events;
+    assert.ok(
+      events.some(
+        (e: { action: string; reason: string }) =>
+          e.action === 'api.refused' && e.reason.startsWith('SIGNATURE_INVALID'),
+      ),
+    );
+  });
+
+  test('the CLI signs every request with AIRLOCK_REQUEST_KEY', async () => {
+    const env = { AIRLOCK_URL: server.url, AIRLOCK_TOKEN: secret, HOME: dir };
+    const unsigned = await runCli(['submit', join(dir, 'spec.json')], env);
+    assert.equal(unsigned.code, 125);
+    assert.match(unsigned.stderr, /requires signed requests/);
+    const ok = await runCli(['submit', join(dir, 'spec.json'), '--json'], {
+      ...env,
+      AIRLOCK_REQUEST_KEY: join(dir, 'key.pem'),
+    });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(JSON.parse(ok.stdout).project, 'rs');
+  });
+
+  test('only Ed25519 request keys, and not for worker tokens', async () => {
+    const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 })
+      .publicKey.export({ type: 'spki', format: 'pem' })
+      .toString();
+    const refused = await server.call('POST', '/v1/tokens', server.admin, {
+      principal: 'x',
+      role: 'submitter',
+      projects: ['rs'],
+      requestKey: rsa,
+    });
+    assert.equal(refused.status, 400);
+    const pem = keys.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+    const worker = await server.call('POST', '/v1/tokens', server.admin, {
+      principal: 'w',
+      role: 'worker',
+      projects: ['*'],
+      requestKey: pem,
+    });
+    assert.equal(worker.status, 400);
+  });
+});
