@@ -118,6 +118,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       events,
       logger,
       bodyLimitBytes: config.bodyLimitBytes,
+      publicUrl: config.publicUrl,
       version: options.version,
       closing: closing.signal,
     });

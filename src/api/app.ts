@@ -13,7 +13,7 @@ import type { AuditCheckpoints } from '../audit/checkpoints.js';
 import type { Authenticator } from '../auth/authenticator.js';
 import type { Principal } from '../auth/principal.js';
 import type { RequestLimiter } from '../auth/rate-limit.js';
-import { REQUEST_SKEW_S, verifyRequest } from '../auth/request-signature.js';
+import { checkContentDigest } from '../auth/request-signature.js';
 import type { TokenService } from '../auth/token-service.js';
 import { AirlockError, type AirlockErrorCode, describeError, isAirlockError } from '../errors.js';
 import type { JobEvents } from '../jobs/events.js';
@@ -21,7 +21,6 @@ import type { JobQueue } from '../jobs/queue.js';
 import type { JobService } from '../jobs/service.js';
 import type { Logger } from '../log.js';
 import type { SigningKeyService } from '../signing/key-service.js';
-import { parsePublicKey } from '../signing/public-key.js';
 import type { Store } from '../store/store.js';
 import { parseJsonBody } from './json-body.js';
 import { auditRoutes } from './routes/audit.js';
@@ -51,6 +50,8 @@ export interface ApiDeps {
   readonly events: JobEvents;
   readonly logger: Logger;
   readonly bodyLimitBytes: number;
+  /** AIRLOCK_PUBLIC_URL: the URL clients call (behind a proxy); request signatures cover it. */
+  readonly publicUrl?: string | undefined;
   readonly version: string;
   /** Aborted when the server begins to shut down: long polls and log streams end. */
   readonly closing: AbortSignal;
@@ -145,7 +146,14 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
 
   app.addHook('onRequest', async (request) => {
     if (!request.url.startsWith('/v1/') || request.url === '/v1/openapi.json') return;
-    const who = await deps.authenticator.authenticate(request.headers.authorization, request.ip);
+    const who = await deps.authenticator.authenticate(request.headers.authorization, request.ip, {
+      method: request.method,
+      targetUri: targetUri(deps.publicUrl, request),
+      headers: request.headers,
+      hasBody:
+        Number(request.headers['content-length'] ?? '0') > 0 ||
+        request.headers['transfer-encoding'] !== undefined,
+    });
     request.principal = who;
     // Workers are bounded by their leases (a heartbeat and a log chunk per job and second at most).
     if (who.role === 'worker') return;
@@ -161,35 +169,12 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     }
   });
 
-  // Tokens with a request key: every request must be signed (RFC 9421). Checked once the body
-  // is read, as the signature covers its digest; the nonce is spent durably, so a captured
-  // request cannot be sent again.
+  // Tokens with a request key: the signature was checked with the headers (authenticate);
+  // the body read since must be the one its Content-Digest names.
   app.addHook('preHandler', async (request) => {
     const who = request.principal;
     if (who === null || who.requestKey === null || who.requestKey === undefined) return;
-    const now = Date.now();
-    const { nonce, created } = verifyRequest({
-      method: request.method,
-      targetUri: `${request.protocol}://${request.headers.host ?? ''}${request.url}`,
-      headers: request.headers,
-      body: rawBodies.get(request) ?? null,
-      tokenId: who.tokenId,
-      publicKey: parsePublicKey(who.requestKey).key,
-      now,
-    });
-    const spent = await deps.store.transaction(async (tx) =>
-      tx.nonces.consume(
-        `token:${who.tokenId}`,
-        nonce,
-        (created + 2 * REQUEST_SKEW_S) * 1000 + 86_400_000,
-        now,
-      ),
-    );
-    if (!spent)
-      throw new AirlockError(
-        'SIGNATURE_REPLAYED',
-        'request signature: this nonce was used before: the request was replayed',
-      );
+    checkContentDigest(request.headers, rawBodies.get(request) ?? null);
   });
 
   app.setErrorHandler(async (error, request, reply) => sendError(deps, error, request, reply));
@@ -253,4 +238,18 @@ async function sendError(
     .status(error.httpStatus)
     .type('application/json')
     .send({ error: { code: error.code, message: error.message } });
+}
+
+const HOST = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?$/;
+
+/**
+ * The target URI a request signature covers: AIRLOCK_PUBLIC_URL (what clients call through a
+ * proxy) and the path, else this server's scheme, Host and path. A Host that is not a plain
+ * host[:port] forms none (it could splice a path into the authority).
+ */
+function targetUri(publicUrl: string | undefined, request: FastifyRequest): string | null {
+  if (publicUrl !== undefined) return `${publicUrl.replace(/\/$/, '')}${request.url}`;
+  const host = request.headers.host;
+  if (host === undefined || !HOST.test(host)) return null;
+  return `${request.protocol}://${host}${request.url}`;
 }

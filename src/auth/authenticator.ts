@@ -1,8 +1,10 @@
 import { type AuditLog, markAudited } from '../audit/audit-log.js';
 import { AirlockError } from '../errors.js';
+import { parsePublicKey } from '../signing/public-key.js';
 import type { Store } from '../store/store.js';
 import type { Principal } from './principal.js';
 import type { FailureLimiter } from './rate-limit.js';
+import { REQUEST_SKEW_S, verifyRequest } from './request-signature.js';
 import { parseToken, secretMatches } from './tokens.js';
 
 /**
@@ -23,6 +25,17 @@ export interface AuthenticatorOptions {
 }
 
 const REFUSAL = 'missing, unknown, expired or revoked API token';
+/** A spent request nonce is kept a day past its window. */
+const NONCE_RETENTION_MS = 24 * 3600 * 1000;
+
+/** What a request signature covers, as the server sees the request. */
+export interface RequestView {
+  readonly method: string;
+  /** The full target URI; null when the Host header cannot form one. */
+  readonly targetUri: string | null;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly hasBody: boolean;
+}
 
 export class Authenticator {
   readonly #o: AuthenticatorOptions;
@@ -33,11 +46,20 @@ export class Authenticator {
     this.#now = options.now ?? Date.now;
   }
 
-  async authenticate(authorization: string | undefined, source: string): Promise<Principal> {
+  /**
+   * `request`: what a request signature (RFC 9421) covers, for tokens that require one. Its
+   * failures count as failed authentications (limited, audited once a window), so a stolen
+   * bearer secret without the key can neither flood the audit log nor spend the token's rate.
+   */
+  async authenticate(
+    authorization: string | undefined,
+    source: string,
+    request?: RequestView,
+  ): Promise<Principal> {
     const presented = /^Bearer ([\x21-\x7e]{1,256})$/.exec(authorization ?? '')?.[1];
     const parsed = presented === undefined ? null : parseToken(presented);
     const keys = [`source:${source}`, ...(parsed !== null ? [`token:${parsed.id}`] : [])];
-    const refuse = async (why: string): Promise<never> => {
+    const refuse = async (why: string, refusal?: AirlockError): Promise<never> => {
       // Past the limit a failure is answered 429, and only the first refusal of a window is
       // audited (a flood must not fill the disk with fsync'd events). Below it, 401.
       for (const key of keys) {
@@ -59,7 +81,7 @@ export class Authenticator {
       }
       for (const key of keys) this.#o.limiter.fail(key);
       await this.#record('auth.failed', parsed === null ? '' : `token:${parsed.id}`, source, why);
-      throw markAudited(new AirlockError('UNAUTHENTICATED', REFUSAL));
+      throw markAudited(refusal ?? new AirlockError('UNAUTHENTICATED', REFUSAL));
     };
     if (authorization === undefined) return refuse('no Authorization header');
     if (parsed === null) return refuse('malformed bearer token');
@@ -70,6 +92,39 @@ export class Authenticator {
     if (!matches) return refuse('wrong secret for the token id');
     if (row.revokedAt !== null) return refuse('revoked token');
     if (row.expiresAt !== null && row.expiresAt <= this.#now()) return refuse('expired token');
+    if (row.requestKey !== null) {
+      try {
+        const now = this.#now();
+        const { nonce, created } = verifyRequest({
+          method: request?.method ?? '',
+          targetUri: request?.targetUri ?? null,
+          headers: request?.headers ?? {},
+          hasBody: request?.hasBody ?? false,
+          tokenId: row.id,
+          publicKey: parsePublicKey(row.requestKey).key,
+          now,
+        });
+        // Spent now, whatever becomes of the request: a request refused later (rate, a
+        // closing server, validation) cannot be sent again either.
+        const fresh = await this.#o.store.transaction(async (tx) => {
+          await tx.nonces.purge(now);
+          return tx.nonces.consume(
+            `token:${row.id}`,
+            nonce,
+            (created + 2 * REQUEST_SKEW_S) * 1000 + NONCE_RETENTION_MS,
+            now,
+          );
+        });
+        if (!fresh)
+          throw new AirlockError(
+            'SIGNATURE_REPLAYED',
+            'request signature: this nonce was used before: the request was replayed',
+          );
+      } catch (error) {
+        if (error instanceof AirlockError) return refuse(`${error.code}: ${error.message}`, error);
+        throw error;
+      }
+    }
     return {
       tokenId: row.id,
       name: row.principal,

@@ -45,12 +45,19 @@ export function signRequest(input: {
   method: string;
   targetUri: string;
   body: string | undefined;
+  /** Covered when given: a captured request cannot be replayed as another submission. */
+  idempotencyKey?: string | undefined;
   keyId: string;
   privateKey: KeyObject;
   now?: number;
 }): Record<string, string> {
   const created = Math.floor((input.now ?? Date.now()) / 1000);
-  const components = ['@method', '@target-uri', ...(input.body !== undefined ? ['content-digest'] : [])];
+  const components = [
+    '@method',
+    '@target-uri',
+    ...(input.body !== undefined ? ['content-digest'] : []),
+    ...(input.idempotencyKey !== undefined ? ['idempotency-key'] : []),
+  ];
   const digest = input.body !== undefined ? contentDigest(input.body) : undefined;
   const params = `(${components.map((c) => `"${c}"`).join(' ')});created=${created};nonce="${randomBytes(18).toString('base64url')}";keyid="${input.keyId}";alg="ed25519"`;
   const base = signatureBase(
@@ -59,6 +66,7 @@ export function signRequest(input: {
       '@method': input.method.toUpperCase(),
       '@target-uri': input.targetUri,
       ...(digest !== undefined ? { 'content-digest': digest } : {}),
+      ...(input.idempotencyKey !== undefined ? { 'idempotency-key': input.idempotencyKey } : {}),
     },
     params,
   );
@@ -83,16 +91,24 @@ function header(
   return value;
 }
 
+const COMPONENTS = ['@method', '@target-uri', 'content-digest', 'idempotency-key'];
+const PARAMS = ['created', 'nonce', 'keyid', 'alg'];
+
 /**
- * Checks a request against the token's key (server side). Returns the nonce and `created`
- * for the caller to spend the nonce durably; throws UNAUTHENTICATED when no signature is
- * there, SIGNATURE_INVALID / SIGNATURE_EXPIRED / SIGNATURE_NOT_YET_VALID otherwise.
+ * Checks a request's signature against the token's key (server side), from its headers
+ * alone — before the body is read, so a request without a valid signature costs nothing
+ * more. The body is checked against the signed Content-Digest later (checkContentDigest).
+ * Returns the nonce and `created` for the caller to spend the nonce durably; throws
+ * UNAUTHENTICATED when no signature is there, SIGNATURE_INVALID / SIGNATURE_EXPIRED /
+ * SIGNATURE_NOT_YET_VALID otherwise.
  */
 export function verifyRequest(input: {
   method: string;
-  targetUri: string;
+  /** null when the request's Host cannot form one (refused). */
+  targetUri: string | null;
   headers: Readonly<Record<string, string | string[] | undefined>>;
-  body: Buffer | null;
+  /** Whether the request carries a body (Content-Length > 0 or chunked). */
+  hasBody: boolean;
   tokenId: string;
   publicKey: KeyObject;
   now: number;
@@ -104,10 +120,11 @@ export function verifyRequest(input: {
       'UNAUTHENTICATED',
       'this token requires signed requests (RFC 9421): sign them with its key (AIRLOCK_REQUEST_KEY)',
     );
+  if (input.targetUri === null) refuse('the Host header is not a host[:port]');
   const match = INPUT.exec(signatureInput);
   if (match === null)
     refuse(
-      `Signature-Input is not of the form ${REQUEST_SIGNATURE_LABEL}=("@method" "@target-uri" …);created=…;nonce="…"`,
+      `Signature-Input is not one signature of the form ${REQUEST_SIGNATURE_LABEL}=("@method" "@target-uri" …);created=…;nonce="…"`,
     );
   const signed = SIGNATURE.exec(signatureHeader);
   if (signed === null) refuse('Signature is not one Ed25519 signature labelled sig1');
@@ -117,17 +134,21 @@ export function verifyRequest(input: {
   const params = new Map<string, string>();
   for (const param of paramText.split(';').slice(1)) {
     const [name, value] = param.split('=') as [string, string];
+    if (!PARAMS.includes(name)) refuse(`unsupported parameter "${name}"`);
     if (params.has(name)) refuse(`the parameter ${name} is given twice`);
     params.set(name, value.startsWith('"') ? value.slice(1, -1) : value);
   }
-  const hasBody = input.body !== null && input.body.length > 0;
-  // Method, full target URI and (with a body) its digest: the request cannot be moved,
-  // re-aimed or given another body.
-  const required = ['@method', '@target-uri', ...(hasBody ? ['content-digest'] : [])];
+  const idempotencyKey = header(input.headers, 'idempotency-key');
+  // Method, full target URI, the body's digest and the Idempotency-Key: a captured request
+  // cannot be re-aimed, given another body, or replayed as another submission.
+  const required = [
+    '@method',
+    '@target-uri',
+    ...(input.hasBody ? ['content-digest'] : []),
+    ...(idempotencyKey !== undefined ? ['idempotency-key'] : []),
+  ];
   for (const name of required) if (!components.includes(name)) refuse(`"${name}" must be covered`);
-  for (const name of components)
-    if (!['@method', '@target-uri', 'content-digest'].includes(name))
-      refuse(`unsupported component "${name}"`);
+  for (const name of components) if (!COMPONENTS.includes(name)) refuse(`unsupported component "${name}"`);
   if (params.get('alg') !== undefined && params.get('alg') !== 'ed25519') refuse('alg must be "ed25519"');
   if (params.get('keyid') !== undefined && params.get('keyid') !== input.tokenId)
     refuse('keyid names another token');
@@ -148,26 +169,39 @@ export function verifyRequest(input: {
       'SIGNATURE_EXPIRED',
       `request signature: created more than ${REQUEST_SKEW_S} s ago`,
     );
-  let digest: string | undefined;
+  const values: Record<string, string> = {
+    '@method': input.method.toUpperCase(),
+    '@target-uri': input.targetUri as string,
+  };
   if (components.includes('content-digest')) {
-    digest = header(input.headers, 'content-digest');
-    if (digest === undefined) refuse('Content-Digest is covered but missing');
-    if (digest !== contentDigest(input.body ?? Buffer.alloc(0)))
-      refuse('Content-Digest does not match the body');
+    const digest = header(input.headers, 'content-digest');
+    if (digest === undefined || !/^sha-256=:[A-Za-z0-9+/]{43}=:$/.test(digest))
+      refuse('Content-Digest (sha-256=:…:) is covered but missing or malformed');
+    values['content-digest'] = digest;
   }
-  const base = signatureBase(
-    components,
-    {
-      '@method': input.method.toUpperCase(),
-      '@target-uri': input.targetUri,
-      ...(digest !== undefined ? { 'content-digest': digest } : {}),
-    },
-    paramsText,
-  );
+  if (components.includes('idempotency-key')) {
+    if (idempotencyKey === undefined) refuse('Idempotency-Key is covered but missing');
+    values['idempotency-key'] = idempotencyKey;
+  }
+  const base = signatureBase(components, values, paramsText);
   const value = Buffer.from((signed as unknown as [string, string])[1], 'base64');
   if (!verify(null, base, input.publicKey, value))
     refuse(
       "the signature does not verify with the token's key: the request was changed, re-aimed or signed by another key",
     );
   return { nonce, created };
+}
+
+/** After the body is read: it must be the one the signed Content-Digest names. */
+export function checkContentDigest(
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+  body: Buffer | null,
+): void {
+  const digest = header(headers, 'content-digest');
+  const length = body?.length ?? 0;
+  if (digest === undefined) {
+    if (length > 0) refuse('a request with a body must cover its Content-Digest');
+    return;
+  }
+  if (digest !== contentDigest(body ?? Buffer.alloc(0))) refuse('Content-Digest does not match the body');
 }

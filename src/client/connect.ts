@@ -37,6 +37,8 @@ async function readRequestKey(
     try {
       const info = await handle.stat();
       if (!info.isFile() || info.size > 64 * 1024) throw new Error('not a key file');
+      // A private key others can read is a key others hold.
+      if ((info.mode & 0o077) !== 0) throw new Error(`readable by others: chmod 600 ${path}`);
       text = await handle.readFile();
     } finally {
       await handle.close();

@@ -106,6 +106,7 @@ export class HttpClient {
           method,
           targetUri: url.href,
           body,
+          idempotencyKey: headers['idempotency-key'],
           keyId: this.#requestKey.keyId,
           privateKey: this.#requestKey.privateKey,
         }),

@@ -34,6 +34,8 @@ export interface AirlockConfig {
     readonly checkpointIntervalMs: number;
     /** AIRLOCK_CHECKPOINT_SINK as given (parsed at server start); null = none. */
     readonly checkpointSink: string | null;
+    /** AIRLOCK_PUBLIC_URL: the URL clients call, behind a proxy; undefined = this server's own. */
+    readonly publicUrl?: string;
   };
   readonly client: {
     /** From AIRLOCK_URL; undefined = take it from the client config file. */
@@ -132,6 +134,11 @@ export const SETTINGS = {
   AIRLOCK_CHECKPOINT_SINK_TOKEN: {
     summary: 'Bearer token sent to an http(s) checkpoint sink. Never logged.',
     defaultValue: 'none',
+  },
+  AIRLOCK_PUBLIC_URL: {
+    summary:
+      'The URL clients call when a proxy stands in front (https://airlock.example/path); signed requests (RFC 9421) cover it.',
+    defaultValue: "this server's own scheme, Host and path",
   },
   AIRLOCK_LOG_LEVEL: {
     summary: 'Server and worker log level: fatal, error, warn, info, debug, trace or silent.',
@@ -303,6 +310,11 @@ function serverSettings(get: Getter): AirlockConfig['server'] {
     checkpointSink: ((text) => (text === undefined || text === '' || text === 'none' ? null : text))(
       get('AIRLOCK_CHECKPOINT_SINK'),
     ),
+    ...((url) => {
+      if (url === undefined || url === '') return {};
+      if (!isHttpUrl(url)) invalid('AIRLOCK_PUBLIC_URL', `must be an http:// or https:// URL, got "${url}"`);
+      return { publicUrl: url.replace(/\/$/, '') };
+    })(get('AIRLOCK_PUBLIC_URL')),
   };
 }
 

@@ -116,15 +116,29 @@ describe('signed requests (RFC 9421)', () => {
     await expect(await send('GET', '/v1/whoami', old.headers), 403, 'SIGNATURE_EXPIRED');
     const foreign = signed('GET', '/v1/whoami', undefined, other.privateKey);
     await expect(await send('GET', '/v1/whoami', foreign.headers), 403, 'SIGNATURE_INVALID');
-    // The untampered one still goes through (its nonce was not spent by the refusals).
-    const good = await send('POST', '/v1/jobs', submit.headers, submit.text);
+    // Its nonce was spent by the refused attempt: the captured original cannot be sent now.
+    await expect(await send('POST', '/v1/jobs', submit.headers, submit.text), 409, 'SIGNATURE_REPLAYED');
+    const fresh = signed('POST', '/v1/jobs', spec);
+    const good = await send('POST', '/v1/jobs', fresh.headers, fresh.text);
     assert.equal(good.status, 201, await good.text());
+    // A request refused after its signature checked (here: by the schema) spent its nonce too.
+    const invalid = signed('POST', '/v1/jobs', { ...spec, unknown: 1 });
+    assert.equal((await send('POST', '/v1/jobs', invalid.headers, invalid.text)).status, 400);
+    await expect(await send('POST', '/v1/jobs', invalid.headers, invalid.text), 409, 'SIGNATURE_REPLAYED');
+    // An Idempotency-Key the signature does not cover is refused: a captured request cannot
+    // be replayed as another submission by changing or dropping it.
+    const keyed = signed('POST', '/v1/jobs', spec);
+    await expect(
+      await send('POST', '/v1/jobs', { ...keyed.headers, 'idempotency-key': 'k-1' }, keyed.text),
+      403,
+      'SIGNATURE_INVALID',
+    );
     // Refusals are audited.
-    const events = (await server.call('GET', '/v1/audit/events?last=20', server.admin)).body.events;
+    const events = (await server.call('GET', '/v1/audit/events?last=30', server.admin)).body.events;
     assert.ok(
       events.some(
         (e: { action: string; reason: string }) =>
-          e.action === 'api.refused' && e.reason.startsWith('SIGNATURE_INVALID'),
+          e.action === 'auth.failed' && e.reason.startsWith('SIGNATURE_INVALID'),
       ),
     );
   });
@@ -140,6 +154,28 @@ describe('signed requests (RFC 9421)', () => {
     });
     assert.equal(ok.code, 0, ok.stderr);
     assert.equal(JSON.parse(ok.stdout).project, 'rs');
+  });
+
+  test('failed signatures count as failed logins: limited, and audited once a window', async () => {
+    const before = (await server.call('GET', '/v1/audit/events?last=1', server.admin)).body.events[0].seq;
+    const statuses: number[] = [];
+    for (let i = 0; i < 15; i++) {
+      const foreign = signed('GET', '/v1/whoami', undefined, other.privateKey);
+      statuses.push((await send('GET', '/v1/whoami', foreign.headers)).status);
+    }
+    assert.ok(
+      statuses.slice(-3).every((status) => status === 429),
+      statuses.join(','),
+    );
+    const events = (await server.call('GET', `/v1/audit/events?after=${before}&limit=100`, server.admin)).body
+      .events;
+    const refusals = events.filter(
+      (e: { action: string }) => e.action === 'auth.failed' || e.action === 'auth.rate_limited',
+    );
+    assert.ok(refusals.length <= 12, `${refusals.length} audit events for 15 failures`);
+    // The token's holder, signing with the right key, is not locked out.
+    const mine = signed('GET', '/v1/whoami', undefined);
+    assert.equal((await send('GET', '/v1/whoami', mine.headers)).status, 200);
   });
 
   test('only Ed25519 request keys, and not for worker tokens', async () => {
