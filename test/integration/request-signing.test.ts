@@ -156,26 +156,104 @@ describe('signed requests (RFC 9421)', () => {
     assert.equal(JSON.parse(ok.stdout).project, 'rs');
   });
 
-  test('failed signatures count as failed logins: limited, and audited once a window', async () => {
-    const before = (await server.call('GET', '/v1/audit/events?last=1', server.admin)).body.events[0].seq;
-    const statuses: number[] = [];
-    for (let i = 0; i < 15; i++) {
-      const foreign = signed('GET', '/v1/whoami', undefined, other.privateKey);
-      statuses.push((await send('GET', '/v1/whoami', foreign.headers)).status);
+  test('a Host that splices a path into the target URI is refused; a readable key file too', async () => {
+    // Signed for /v1/whoami; sent to /whoami with Host "127.0.0.1:PORT/v1" — the same string
+    // if the server trusted any Host.
+    const { hostname: host, port } = new URL(server.url);
+    const headers = signed('GET', '/v1/whoami', undefined).headers;
+    const { request } = await import('node:http');
+    const status = await new Promise<{ code: number; body: string }>((resolve, reject) => {
+      const req = request(
+        {
+          host,
+          port,
+          path: '/whoami',
+          method: 'GET',
+          headers: { ...headers, authorization: `Bearer ${secret}`, host: `${host}:${port}/v1` },
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => {
+            body += chunk.toString();
+          });
+          res.on('end', () => resolve({ code: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    // Not under /v1, so no token is even looked at: the request is a plain 404, never a 200.
+    assert.notEqual(status.code, 200, status.body);
+    const viaV1 = await new Promise<{ code: number; body: string }>((resolve, reject) => {
+      const req = request(
+        {
+          host,
+          port,
+          path: '/v1/whoami',
+          method: 'GET',
+          headers: {
+            ...signed('GET', '/v1/whoami', undefined).headers,
+            authorization: `Bearer ${secret}`,
+            host: `${host}:${port}/x`,
+          },
+        },
+        (res) => {
+          let body = '';
+          res.on('data', (chunk: Buffer) => {
+            body += chunk.toString();
+          });
+          res.on('end', () => resolve({ code: res.statusCode ?? 0, body }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(viaV1.code, 403, viaV1.body);
+    assert.match(viaV1.body, /Host header is not a host\[:port\]/);
+    // The client refuses a private key file others can read.
+    const loose = join(dir, 'loose.pem');
+    await writeFile(loose, keys.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), {
+      mode: 0o644,
+    });
+    const run = await runCli(['submit', join(dir, 'spec.json')], {
+      AIRLOCK_URL: server.url,
+      AIRLOCK_TOKEN: secret,
+      HOME: dir,
+      AIRLOCK_REQUEST_KEY: loose,
+    });
+    assert.equal(run.code, 125);
+    assert.match(run.stderr, /chmod 600/);
+  });
+
+  test('behind a proxy, AIRLOCK_PUBLIC_URL is the URI signatures cover', async () => {
+    const proxied = await startTestServer({ publicUrl: 'https://airlock.example/prefix' });
+    try {
+      const token = (
+        await proxied.call('POST', '/v1/tokens', proxied.admin, {
+          principal: 'bot',
+          role: 'viewer',
+          projects: ['rs'],
+          requestKey: keys.publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+        })
+      ).body;
+      const sendTo = (uri: string) =>
+        fetch(`${proxied.url}/v1/whoami`, {
+          headers: {
+            authorization: `Bearer ${token.secret}`,
+            ...signRequest({
+              method: 'GET',
+              targetUri: uri,
+              body: undefined,
+              keyId: token.token.id,
+              privateKey: keys.privateKey,
+            }),
+          },
+        });
+      assert.equal((await sendTo('https://airlock.example/prefix/v1/whoami')).status, 200);
+      assert.equal((await sendTo(`${proxied.url}/v1/whoami`)).status, 403);
+    } finally {
+      await proxied.close();
     }
-    assert.ok(
-      statuses.slice(-3).every((status) => status === 429),
-      statuses.join(','),
-    );
-    const events = (await server.call('GET', `/v1/audit/events?after=${before}&limit=100`, server.admin)).body
-      .events;
-    const refusals = events.filter(
-      (e: { action: string }) => e.action === 'auth.failed' || e.action === 'auth.rate_limited',
-    );
-    assert.ok(refusals.length <= 12, `${refusals.length} audit events for 15 failures`);
-    // The token's holder, signing with the right key, is not locked out.
-    const mine = signed('GET', '/v1/whoami', undefined);
-    assert.equal((await send('GET', '/v1/whoami', mine.headers)).status, 200);
   });
 
   test('only Ed25519 request keys, and not for worker tokens', async () => {
@@ -197,5 +275,28 @@ describe('signed requests (RFC 9421)', () => {
       requestKey: pem,
     });
     assert.equal(worker.status, 400);
+  });
+
+  // Last: it locks this source's failures out for a minute.
+  test('failed signatures count as failed logins: limited, and audited once a window', async () => {
+    const before = (await server.call('GET', '/v1/audit/events?last=1', server.admin)).body.events[0].seq;
+    const statuses: number[] = [];
+    for (let i = 0; i < 15; i++) {
+      const foreign = signed('GET', '/v1/whoami', undefined, other.privateKey);
+      statuses.push((await send('GET', '/v1/whoami', foreign.headers)).status);
+    }
+    assert.ok(
+      statuses.slice(-3).every((status) => status === 429),
+      statuses.join(','),
+    );
+    const events = (await server.call('GET', `/v1/audit/events?after=${before}&limit=100`, server.admin)).body
+      .events;
+    const refusals = events.filter(
+      (e: { action: string }) => e.action === 'auth.failed' || e.action === 'auth.rate_limited',
+    );
+    assert.ok(refusals.length <= 12, `${refusals.length} audit events for 15 failures`);
+    // The token's holder, signing with the right key, is not locked out.
+    const mine = signed('GET', '/v1/whoami', undefined);
+    assert.equal((await send('GET', '/v1/whoami', mine.headers)).status, 200);
   });
 });
