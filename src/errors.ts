@@ -202,6 +202,59 @@ export const ERROR_CATALOGUE = {
     summary:
       "A signed job's or request's time is in the future beyond the clock-skew allowance: check the signer's clock.",
   },
+  WORKLOAD_IDENTITY_INVALID: {
+    httpStatus: 401,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      'An OIDC ID token (workload identity) was refused: unknown issuer, bad signature, wrong audience, expired, or a required claim missing.',
+  },
+  WORKLOAD_IDENTITY_UNAVAILABLE: {
+    httpStatus: 503,
+    exitCode: 125,
+    retryable: true,
+    summary:
+      "The issuer's signing keys (JWKS) could not be fetched, so an OIDC ID token could not be checked; it is refused (fail closed).",
+  },
+  POLICY_DENIED: {
+    httpStatus: 403,
+    exitCode: 125,
+    retryable: false,
+    summary: 'The policy (Cedar) does not allow this request; the message names the policies that decided.',
+  },
+  POLICY_ERROR: {
+    httpStatus: 500,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      'The policy could not be evaluated (an evaluation error, a malformed request context); the request is refused (fail closed).',
+  },
+  PROFILE_EXCEEDED: {
+    httpStatus: 403,
+    exitCode: 125,
+    retryable: false,
+    summary: "The job asks for more than its project's permission profile grants; the message names each item.",
+  },
+  POLICY_INVALID: {
+    httpStatus: 400,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      'A proposed policy or profile does not parse, does not validate against the schema, or would lock admins out of governance.',
+  },
+  SEPARATION_OF_DUTIES: {
+    httpStatus: 403,
+    exitCode: 125,
+    retryable: false,
+    summary: 'A policy or profile change must be approved by an admin other than its author.',
+  },
+  POLICY_CONFLICT: {
+    httpStatus: 409,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      'The policy or profile changed since this proposal was made (or it is no longer pending); propose again against the current version.',
+  },
   CHECKPOINT_INVALID: {
     httpStatus: 400,
     exitCode: 125,

@@ -23,6 +23,25 @@ export interface Principal {
   readonly source: string;
   /** Set when every request of this token must be signed with this Ed25519 key (RFC 9421). */
   readonly requestKey?: string | null;
+  /**
+   * Set when the caller authenticated with a workload identity (an OIDC ID token from a
+   * configured issuer, src/auth/oidc.ts) instead of an Airlock token: where the request
+   * comes from. Policy can bind a project's jobs to approved origins.
+   */
+  readonly origin?: Origin | null;
+}
+
+/** Claims of a verified OIDC ID token that say where a request comes from (empty = absent). */
+export interface Origin {
+  readonly issuer: string;
+  readonly subject: string;
+  /** e.g. "org/repo" (GitHub's `repository` claim, or the issuer's mapped claim). */
+  readonly repository: string;
+  /** e.g. "refs/heads/main". */
+  readonly ref: string;
+  readonly workflow: string;
+  /** The CI system's deployment environment, if it names one. */
+  readonly environment: string;
 }
 
 export type Action =
