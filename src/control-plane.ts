@@ -16,6 +16,9 @@ import { JobEvents } from './jobs/events.js';
 import { JobQueue } from './jobs/queue.js';
 import { JobService } from './jobs/service.js';
 import type { Logger } from './log.js';
+import { PolicyDocuments } from './policy/documents.js';
+import { CedarEngine } from './policy/engine.js';
+import { PolicyGate } from './policy/gate.js';
 import { SigningKeyService } from './signing/key-service.js';
 import { JobSignatureVerifier } from './signing/verifier.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
@@ -89,7 +92,10 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   const limiter = new FailureLimiter({ maxFailures: 10, windowMs: 60_000, maxKeys: 10_000 });
   const tokens = new TokenService({ store, audit });
   const keys = new SigningKeyService({ store, audit });
+  const policy = new PolicyGate({ store, audit, engine: new CedarEngine() });
+  const policies = new PolicyDocuments({ store, audit, gate: policy });
   const jobs = new JobService({
+    policy,
     store,
     audit,
     signatures: new JobSignatureVerifier({ store, parseJson: parseJsonBody }),
@@ -101,11 +107,14 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   let app: FastifyInstance;
   try {
     const firstStart = await tokens.bootstrap({ worker: options.bootstrapWorker === true });
+    await policies.bootstrap(options.version);
     app = await buildApi({
       store,
       audit,
       checkpoints,
       keys,
+      policy,
+      policies,
       authenticator: new Authenticator({ store, audit, limiter }),
       requestLimiter: new RequestLimiter({
         perSecond: options.requestRate?.perSecond ?? REQUESTS_PER_SECOND,

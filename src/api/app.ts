@@ -20,6 +20,8 @@ import type { JobEvents } from '../jobs/events.js';
 import type { JobQueue } from '../jobs/queue.js';
 import type { JobService } from '../jobs/service.js';
 import type { Logger } from '../log.js';
+import type { PolicyDocuments } from '../policy/documents.js';
+import { decisionDetails, decisionOf, type PolicyGate } from '../policy/gate.js';
 import type { SigningKeyService } from '../signing/key-service.js';
 import type { Store } from '../store/store.js';
 import { parseJsonBody } from './json-body.js';
@@ -27,6 +29,7 @@ import { auditRoutes } from './routes/audit.js';
 import { healthRoutes } from './routes/health.js';
 import { jobRoutes } from './routes/jobs.js';
 import { keyRoutes } from './routes/keys.js';
+import { policyRoutes } from './routes/policies.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { workerRoutes } from './routes/worker.js';
 import { ErrorSchema, JobSpecSchema } from './schemas.js';
@@ -42,6 +45,10 @@ export interface ApiDeps {
   readonly audit: AuditLog;
   readonly checkpoints: AuditCheckpoints;
   readonly keys: SigningKeyService;
+  /** Decides every client-API action with the Cedar policy in force. */
+  readonly policy: PolicyGate;
+  /** Governance of policies and profiles (propose, approve, rollback, history). */
+  readonly policies: PolicyDocuments;
   readonly authenticator: Authenticator;
   readonly requestLimiter: RequestLimiter;
   readonly jobs: JobService;
@@ -192,6 +199,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(tokenRoutes(deps), { prefix: '/v1' });
   await app.register(keyRoutes(deps), { prefix: '/v1' });
   await app.register(auditRoutes(deps), { prefix: '/v1' });
+  await app.register(policyRoutes(deps), { prefix: '/v1' });
   await app.register(workerRoutes(deps), { prefix: '/v1/worker' });
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
@@ -216,6 +224,7 @@ async function sendError(
     error.code !== 'STORE_FAILED'
   ) {
     const who = request.principal;
+    const decision = decisionOf(raw);
     try {
       await deps.store.transaction(async (tx) => {
         await deps.audit.append(tx, {
@@ -225,6 +234,7 @@ async function sendError(
           outcome: 'denied',
           reason: `${error.code}: ${error.message}`,
           source: who.source,
+          ...(decision !== undefined ? { details: { policy: decisionDetails(decision) } } : {}),
         });
       });
     } catch (auditError) {

@@ -133,6 +133,40 @@ export const JobRecordSchema = Type.Object({
   result: Nullable(JobRunResultSchema),
   reason: Nullable(Type.String()),
   exitStatus: Nullable(Type.Integer()),
+  /** What the airlock found at submit: signer, origin, risk, script digest, policy decision. */
+  trust: Nullable(
+    Type.Object({
+      signer: Nullable(
+        Type.Object({
+          key: Type.String(),
+          fingerprint: Type.String(),
+          owner: Type.String(),
+          release: Type.Boolean(),
+        }),
+      ),
+      origin: Nullable(
+        Type.Object({
+          issuer: Type.String(),
+          subject: Type.String(),
+          repository: Type.String(),
+          ref: Type.String(),
+          workflow: Type.String(),
+          environment: Type.String(),
+        }),
+      ),
+      risk: Type.Object({
+        score: Type.Integer({ minimum: 0, maximum: 100 }),
+        factors: Type.Array(Type.String()),
+      }),
+      scriptDigest: Type.String(),
+      policy: Type.Object({
+        version: Type.Integer(),
+        hash: Type.String(),
+        policies: Type.Array(Type.String()),
+      }),
+      profile: Nullable(Type.Object({ scope: Type.String(), version: Type.Integer() })),
+    }),
+  ),
 });
 
 export const JobListSchema = Type.Object({

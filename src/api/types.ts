@@ -1,3 +1,4 @@
+import type { Origin } from '../auth/principal.js';
 /**
  * The wire contract of the HTTP API (/v1) and of the worker protocol: the JSON shapes that
  * cross the network. Types only — no runtime code — so that the CLI client and the worker
@@ -102,6 +103,8 @@ export interface JobRecord {
    * job's own code; 124 timed out; 125 Airlock failure; 126/127; 128+N signal; 137 memory.
    */
   exitStatus: number | null;
+  /** What the airlock found at submit (null for jobs from before policy). */
+  trust: JobTrust | null;
 }
 
 export interface JobList {
@@ -320,4 +323,16 @@ export interface ResultReport {
 
 export interface ErrorBody {
   error: { code: string; message: string };
+}
+
+/** What the airlock found about a job when it was submitted (its record and the policy context). */
+export interface JobTrust {
+  signer: { key: string; fingerprint: string; owner: string; release: boolean } | null;
+  origin: Origin | null;
+  risk: { score: number; factors: string[] };
+  scriptDigest: string;
+  /** The policy version that allowed it and the policies that decided. */
+  policy: { version: number; hash: string; policies: string[] };
+  /** The profile it was checked against (null: the default profile). */
+  profile: { scope: string; version: number } | null;
 }

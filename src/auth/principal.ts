@@ -3,7 +3,7 @@ import { AirlockError } from '../errors.js';
 
 /**
  * Who is asking, and what each role may do. Authorization is decided here, once, for every
- * action; a later issue puts Cedar policy in front of it.
+ * action. This is each role's ceiling; Cedar policy (src/policy/gate.ts) decides within it.
  *
  * - admin: everything.
  * - submitter: submit, read, cancel and read logs — in its projects only.
@@ -55,6 +55,9 @@ export type Action =
   | 'audit.witness'
   | 'key.manage'
   | 'key.read'
+  | 'policy.read'
+  | 'policy.propose'
+  | 'policy.approve'
   | 'worker.protocol';
 
 const ROLE_ACTIONS: Readonly<Record<TokenRole, readonly Action[]>> = {
@@ -69,12 +72,16 @@ const ROLE_ACTIONS: Readonly<Record<TokenRole, readonly Action[]>> = {
     'audit.witness',
     'key.manage',
     'key.read',
+    'policy.read',
+    'policy.propose',
+    'policy.approve',
   ],
   // Submitters may see which keys sign their projects' jobs (public keys only).
-  submitter: ['job.submit', 'job.read', 'job.cancel', 'job.logs', 'key.read'],
+  // Everyone but workers may read the policy and profiles that decide their requests.
+  submitter: ['job.submit', 'job.read', 'job.cancel', 'job.logs', 'key.read', 'policy.read'],
   // Checkpoints, verifier keys and consistency proofs carry hashes only: a viewer token is
   // enough to witness the log. Entries and inclusion proofs stay admin-only.
-  viewer: ['job.read', 'job.logs', 'audit.witness', 'key.read'],
+  viewer: ['job.read', 'job.logs', 'audit.witness', 'key.read', 'policy.read'],
   worker: ['worker.protocol'],
 };
 

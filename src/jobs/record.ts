@@ -23,6 +23,7 @@ export function toRecord(row: JobRow): JobRecord {
     result: row.result,
     reason: row.reason,
     exitStatus: row.exitStatus,
+    trust: row.trust,
   };
 }
 

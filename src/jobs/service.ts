@@ -3,9 +3,14 @@ import { type AuditLog, markAudited, sensitive } from '../audit/audit-log.js';
 import { canonicalJson } from '../audit/canonical.js';
 import { inScope, type Principal, requireAction, visibleProjects } from '../auth/principal.js';
 import { AirlockError, isAirlockError } from '../errors.js';
+import { egressOf, factsOfSpec, resourcesOf, secretsOf } from '../policy/facts.js';
+import { decisionDetails, decisionOf, type PolicyDecision, type PolicyGate } from '../policy/gate.js';
+import { exceeded } from '../policy/profile.js';
+import type { PolicyTarget } from '../policy/request.js';
+import { aboveHistory, HISTORY_JOBS, riskOf, scriptDigestOf } from '../policy/risk.js';
 import type { SignedJob } from '../signing/envelope.js';
 import type { JobSignatureVerifier, VerifiedSignature } from '../signing/verifier.js';
-import type { JobRow, Store, Tx } from '../store/store.js';
+import type { JobRow, JobTrust, Store, Tx } from '../store/store.js';
 import type { JobEvents } from './events.js';
 import { checkMove, isTerminal } from './lifecycle.js';
 import { newJobId, toRecord } from './record.js';
@@ -25,6 +30,8 @@ export interface JobServiceOptions {
   readonly projectQueueLimit: number;
   /** Verifies signed jobs (src/signing); absent, signed submits are refused as not wired. */
   readonly signatures?: JobSignatureVerifier;
+  /** Decides every action with the Cedar policy in force (src/policy/gate.ts). */
+  readonly policy: PolicyGate;
   readonly now?: () => number;
 }
 
@@ -32,6 +39,11 @@ export interface SubmitOutcome {
   readonly job: JobRecord;
   /** False when an earlier submit with the same Idempotency-Key created it. */
   readonly created: boolean;
+}
+
+/** Where a read's `work` leaves its policy decision for the read's audit event. */
+interface Decided {
+  decision?: PolicyDecision;
 }
 
 /** A principal may have this many projects' worth of queued jobs (AIRLOCK_PROJECT_QUEUE_LIMIT each). */
@@ -153,6 +165,7 @@ export class JobService {
               `the signed job with nonce ${signature.nonce} by ${signature.fingerprint} was submitted before: a signed request runs once`,
             );
         }
+        const admitted = await this.#admit(tx, who, spec, signature);
         const queued = await tx.jobs.countQueued(spec.project);
         if (queued >= this.#o.projectQueueLimit)
           throw new AirlockError(
@@ -195,6 +208,9 @@ export class JobService {
           logSeq: 0,
           logBase: 0,
           logBytes: 0,
+          trust: admitted.trust,
+          scriptDigest: admitted.trust.scriptDigest,
+          originKey: admitted.originKey,
         });
         await this.#o.audit.append(tx, {
           actor: who.name,
@@ -219,6 +235,12 @@ export class JobService {
                 }
               : {}),
             tokenId: who.tokenId,
+            // Why it was let in: the decision (version, deciding policies), its risk and profile.
+            policy: decisionDetails(admitted.decision),
+            risk: admitted.trust.risk,
+            scriptDigest: admitted.trust.scriptDigest,
+            profile: admitted.trust.profile,
+            origin: who.origin ?? null,
             // Signed or not, and by whose key: the first question an auditor asks of a job.
             signature:
               signature === null
@@ -240,7 +262,96 @@ export class JobService {
     }
   }
 
+  /**
+   * The airlock's last gate, inside the submit transaction: risk from the project's history,
+   * the permission profile (every exceeded item named), then the Cedar policy in force.
+   */
+  async #admit(
+    tx: Tx,
+    who: Principal,
+    spec: JobSpecV1,
+    signature: VerifiedSignature | null,
+  ): Promise<{ trust: JobTrust; decision: PolicyDecision; originKey: string | null }> {
+    const gate = this.#o.policy;
+    const active = await gate.active(tx);
+    const now = this.#now();
+    const scriptDigest = scriptDigestOf(spec);
+    const origin = who.origin ?? null;
+    const originKey = origin === null ? null : `${origin.issuer} ${origin.repository} ${origin.workflow}`;
+    const key = signature === null ? null : await tx.signingKeys.get(signature.keyId);
+    const history = (await tx.jobs.list({ project: spec.project, limit: HISTORY_JOBS })).map((job) =>
+      resourcesOf(job.spec),
+    );
+    const risk = riskOf({
+      signed: signature !== null,
+      keyCreatedAt: key?.createdAt ?? null,
+      now,
+      scriptSeenBefore: await tx.jobs.scriptSeen(spec.project, scriptDigest),
+      environment: spec.environment ?? 'dev',
+      egress: egressOf(spec).length,
+      secrets: secretsOf(spec).length,
+      resourcesAboveHistory: aboveHistory(resourcesOf(spec), history),
+      originSeenBefore: originKey === null ? null : await tx.jobs.originSeen(spec.project, originKey),
+    });
+    const signer =
+      signature === null
+        ? null
+        : {
+            key: signature.keyId,
+            fingerprint: signature.fingerprint,
+            owner: signature.owner,
+            release: signature.release,
+          };
+    const profile = await gate.profileFor(tx, spec.project, scriptDigest);
+    const facts = factsOfSpec(spec, null, { signer, risk, profile: profile.profile });
+    const over = exceeded(profile.profile, facts);
+    if (over.length > 0)
+      throw new AirlockError(
+        'PROFILE_EXCEEDED',
+        `the job asks for more than ${profile.scope === null ? 'the default profile' : `profile ${profile.scope} v${profile.version}`} grants: ${over.join('; ')}`,
+      );
+    const decision = gate.decide(
+      active,
+      who,
+      'job.submit',
+      { kind: 'project', project: spec.project },
+      facts,
+    );
+    await gate.countShadow(tx, decision, 'job.submit');
+    return {
+      decision,
+      originKey,
+      trust: {
+        signer,
+        origin,
+        risk: { score: risk.score, factors: [...risk.factors] },
+        scriptDigest,
+        policy: { version: decision.version, hash: decision.hash, policies: [...decision.policies] },
+        profile: profile.scope === null ? null : { scope: profile.scope, version: profile.version },
+      },
+    };
+  }
+
+  /** Decides a job action (read, logs, cancel) on a stored job, in `tx`. */
+  async #decideOnJob(
+    tx: Tx,
+    who: Principal,
+    action: 'job.read' | 'job.logs' | 'job.cancel',
+    row: JobRow,
+  ): Promise<PolicyDecision> {
+    const gate = this.#o.policy;
+    const target: PolicyTarget = {
+      kind: 'job',
+      id: row.id,
+      project: row.project,
+      environment: row.environment,
+      submittedBy: row.submittedBy,
+    };
+    return gate.decide(await gate.active(tx), who, action, target, factsOfSpec(row.spec, row.trust));
+  }
+
   async get(who: Principal, id: string): Promise<JobRecord> {
+    const decided: Decided = {};
     return this.#audited(
       who,
       'job.read',
@@ -248,10 +359,15 @@ export class JobService {
       {},
       async () => {
         requireAction(who, 'job.read');
-        const row = await this.#o.store.read(async (tx) => this.#visible(tx, who, id));
+        const row = await this.#o.store.read(async (tx) => {
+          const visible = await this.#visible(tx, who, id);
+          decided.decision = await this.#decideOnJob(tx, who, 'job.read', visible);
+          return visible;
+        });
         return toRecord(row);
       },
       true,
+      decided,
     );
   }
 
@@ -259,6 +375,7 @@ export class JobService {
     who: Principal,
     filter: { project?: string; state?: JobState; limit: number; cursor?: string },
   ): Promise<JobList> {
+    const decided: Decided = {};
     return this.#audited(
       who,
       'job.list',
@@ -266,6 +383,9 @@ export class JobService {
       { ...filter },
       async () => {
         requireAction(who, 'job.read');
+        const target: PolicyTarget =
+          filter.project !== undefined ? { kind: 'project', project: filter.project } : { kind: 'service' };
+        decided.decision = await this.#o.policy.authorizeRead(who, 'job.read', target);
         let beforeSeq: number | undefined;
         if (filter.cursor !== undefined) {
           if (!/^\d{1,15}$/.test(filter.cursor))
@@ -290,6 +410,7 @@ export class JobService {
         };
       },
       true,
+      decided,
     );
   }
 
@@ -298,6 +419,8 @@ export class JobService {
       requireAction(who, 'job.cancel');
       const record = await this.#o.store.transaction(async (tx) => {
         const row = await this.#visible(tx, who, id);
+        const decision = await this.#decideOnJob(tx, who, 'job.cancel', row);
+        await this.#o.policy.countShadow(tx, decision, 'job.cancel');
         if (isTerminal(row.state))
           throw new AirlockError('JOB_FINISHED', `job ${id} has already ended (${row.state})`);
         const now = this.#now();
@@ -321,7 +444,7 @@ export class JobService {
           target: `job:${id}`,
           outcome: 'succeeded',
           source: who.source,
-          details: { from, to: row.state },
+          details: { from, to: row.state, policy: decisionDetails(decision) },
         });
         return toRecord(row);
       });
@@ -332,6 +455,7 @@ export class JobService {
 
   /** Checks access to a job's logs (audited once per read). */
   async openLogs(who: Principal, id: string): Promise<void> {
+    const decided: Decided = {};
     await this.#audited(
       who,
       'job.logs',
@@ -339,9 +463,12 @@ export class JobService {
       {},
       async () => {
         requireAction(who, 'job.logs');
-        await this.#o.store.read(async (tx) => this.#visible(tx, who, id));
+        await this.#o.store.read(async (tx) => {
+          decided.decision = await this.#decideOnJob(tx, who, 'job.logs', await this.#visible(tx, who, id));
+        });
       },
       true,
+      decided,
     );
   }
 
@@ -383,14 +510,24 @@ export class JobService {
     work: () => Promise<T>,
     /** Reads change nothing, so their success is audited here (changes audit in their own transaction). */
     auditSuccess = false,
+    /** The policy decision of a read, set by `work`: recorded with its event. */
+    decided: Decided = {},
   ): Promise<T> {
     try {
       const result = await work();
-      if (auditSuccess) await this.#record(who, action, target, 'succeeded', '', details);
+      if (auditSuccess) await this.#record(who, action, target, 'succeeded', '', details, decided.decision);
       return result;
     } catch (error) {
       if (isAirlockError(error) && error.code !== 'AUDIT_FAILED' && error.code !== 'STORE_FAILED') {
-        await this.#record(who, action, target, 'denied', `${error.code}: ${error.message}`, details);
+        await this.#record(
+          who,
+          action,
+          target,
+          'denied',
+          `${error.code}: ${error.message}`,
+          details,
+          decisionOf(error),
+        );
         markAudited(error);
       }
       throw error;
@@ -404,8 +541,15 @@ export class JobService {
     outcome: 'succeeded' | 'denied',
     reason: string,
     details: Record<string, unknown>,
+    decision?: PolicyDecision,
   ): Promise<void> {
     await this.#o.store.transaction(async (tx) => {
+      if (decision !== undefined && outcome === 'succeeded')
+        await this.#o.policy.countShadow(
+          tx,
+          decision,
+          action === 'job.list' ? 'job.read' : (action as 'job.read'),
+        );
       await this.#o.audit.append(tx, {
         actor: who.name,
         action,
@@ -413,7 +557,7 @@ export class JobService {
         outcome,
         reason,
         source: who.source,
-        details,
+        details: decision === undefined ? details : { ...details, policy: decisionDetails(decision) },
       });
     });
   }

@@ -1,4 +1,4 @@
-import type { JobRunResult, JobSpecV1, JobState, TokenRole } from '../api/types.js';
+import type { JobRunResult, JobSpecV1, JobState, JobTrust, TokenRole } from '../api/types.js';
 
 /**
  * The repository layer: every read and write of durable state goes through these
@@ -7,6 +7,8 @@ import type { JobRunResult, JobSpecV1, JobState, TokenRole } from '../api/types.
  * milliseconds since the epoch (UTC). The SQL under them is written to run on PostgreSQL
  * too; what is SQLite-only stays in src/store/sqlite/.
  */
+
+export type { JobTrust };
 
 export type Awaitable<T> = T | Promise<T>;
 
@@ -63,6 +65,11 @@ export interface JobRow {
   logSeq: number;
   logBase: number;
   logBytes: number;
+  /** Why the job was let in (null for jobs from before policy). */
+  trust: JobTrust | null;
+  /** SHA-256 of what it runs (src/policy/risk.ts), and where it came from: risk history. */
+  scriptDigest: string | null;
+  originKey: string | null;
 }
 
 export type NewJob = Omit<JobRow, 'seq'>;
@@ -90,6 +97,10 @@ export interface JobRepo {
   expiredLeases(now: number, limit: number): Awaitable<JobRow[]>;
   /** Writes every mutable column of the row (state machine moves happen in the service). */
   update(job: JobRow): Awaitable<void>;
+  /** Whether a job of the project ran this script before (risk: a first run). */
+  scriptSeen(project: string, scriptDigest: string): Awaitable<boolean>;
+  /** Whether a job of the project came from this origin before (risk: a new origin). */
+  originSeen(project: string, originKey: string): Awaitable<boolean>;
 }
 
 export interface LogRow {
@@ -207,6 +218,76 @@ export interface NonceRepo {
   purge(before: number): Awaitable<number>;
 }
 
+export type PolicyKind = 'policy' | 'profile';
+export type PolicyMode = 'enforce' | 'audit';
+
+export interface PolicyDocRow {
+  kind: PolicyKind;
+  /** "" for the policy set; the project (or PROJECT@sha256:…) of a profile. */
+  scope: string;
+  /** 1, 2, … per (kind, scope), given at proposal. */
+  version: number;
+  content: string;
+  /** SHA-256 (hex) of content. */
+  contentHash: string;
+  author: string;
+  rationale: string;
+  mode: PolicyMode;
+  /** The version in force when it was proposed: approval is refused if that changed. */
+  baseVersion: number | null;
+  /** Set when the proposal restores an earlier version. */
+  rollbackOf: number | null;
+  state: 'proposed' | 'approved' | 'rejected';
+  proposedAt: number;
+  decidedBy: string | null;
+  decidedAt: number | null;
+}
+
+export interface PolicyActiveRow {
+  kind: PolicyKind;
+  scope: string;
+  enforceVersion: number | null;
+  auditVersion: number | null;
+  changedAt: number;
+}
+
+export interface ShadowCountRow {
+  action: string;
+  evaluated: number;
+  wouldDeny: number;
+}
+
+export interface PolicyRepo {
+  insert(row: PolicyDocRow): Awaitable<void>;
+  get(kind: PolicyKind, scope: string, version: number): Awaitable<PolicyDocRow | null>;
+  /** Newest first. */
+  history(kind: PolicyKind, scope: string, limit: number): Awaitable<PolicyDocRow[]>;
+  nextVersion(kind: PolicyKind, scope: string): Awaitable<number>;
+  /** Sets the decision of a pending proposal; false when it was not pending. */
+  decide(
+    kind: PolicyKind,
+    scope: string,
+    version: number,
+    state: 'approved' | 'rejected',
+    by: string,
+    at: number,
+  ): Awaitable<boolean>;
+  /** Proposals awaiting a decision, oldest first. */
+  pending(limit: number): Awaitable<PolicyDocRow[]>;
+  active(kind: PolicyKind, scope: string): Awaitable<PolicyActiveRow | null>;
+  /** Every active row of a kind (scopes in order). */
+  activeAll(kind: PolicyKind): Awaitable<PolicyActiveRow[]>;
+  setActive(row: PolicyActiveRow): Awaitable<void>;
+  countShadow(
+    kind: PolicyKind,
+    scope: string,
+    version: number,
+    action: string,
+    wouldDeny: boolean,
+  ): Awaitable<void>;
+  shadowCounts(kind: PolicyKind, scope: string, version: number): Awaitable<ShadowCountRow[]>;
+}
+
 /** One transaction's view of the store. */
 export interface Tx {
   readonly tokens: TokenRepo;
@@ -215,6 +296,7 @@ export interface Tx {
   readonly audit: AuditRepo;
   readonly signingKeys: SigningKeyRepo;
   readonly nonces: NonceRepo;
+  readonly policies: PolicyRepo;
 }
 
 export interface Store {

@@ -132,6 +132,7 @@ class FakeServer {
           result: null,
           reason: null,
           exitStatus: null,
+          trust: null,
         },
         lines: [],
         end: null,

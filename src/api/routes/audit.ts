@@ -1,7 +1,6 @@
 import type { Static } from '@sinclair/typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
-import { requireAction } from '../../auth/principal.js';
 import { AirlockError } from '../../errors.js';
 import type { AuditRow, CheckpointRow } from '../../store/store.js';
 import type { ApiDeps } from '../app.js';
@@ -75,7 +74,7 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request): Promise<AuditPage> => {
         const who = principalOf(request);
-        requireAction(who, 'audit.read');
+        await deps.policy.authorize(who, 'audit.read', { kind: 'service' });
         const query = request.query as Static<typeof AuditQuery>;
         const limit = Number(query.limit ?? query.last ?? '100');
         if (limit < 1 || limit > 1000)
@@ -114,7 +113,7 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request) => {
         const who = principalOf(request);
-        requireAction(who, 'audit.read');
+        await deps.policy.authorize(who, 'audit.read', { kind: 'service' });
         const query = request.query as Static<typeof AuditVerifyQuery>;
         if ((query.treeSize === undefined) !== (query.rootHash === undefined))
           throw new AirlockError('INVALID_REQUEST', 'treeSize and rootHash come together (a checkpoint)');
@@ -160,7 +159,7 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
         },
       },
       async (request) => {
-        requireAction(principalOf(request), 'audit.witness');
+        await deps.policy.authorize(principalOf(request), 'audit.witness', { kind: 'service' });
         return checkpointOf(await deps.checkpoints.latest());
       },
     );
@@ -174,7 +173,7 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request) => {
         const who = principalOf(request);
-        requireAction(who, 'audit.manage');
+        await deps.policy.authorize(who, 'audit.manage', { kind: 'service' });
         await deps.store.transaction(async (tx) => {
           await deps.audit.append(tx, {
             actor: who.name,
@@ -195,7 +194,7 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
         },
       },
       async (request): Promise<AuditKeys> => {
-        requireAction(principalOf(request), 'audit.witness');
+        await deps.policy.authorize(principalOf(request), 'audit.witness', { kind: 'service' });
         const { origin, keys } = await deps.checkpoints.keys();
         return {
           origin,
@@ -218,7 +217,7 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request) => {
         const who = principalOf(request);
-        requireAction(who, 'audit.manage');
+        await deps.policy.authorize(who, 'audit.manage', { kind: 'service' });
         return checkpointOf(await deps.checkpoints.rotate(who));
       },
     );
@@ -233,7 +232,7 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request) => {
         const who = principalOf(request);
-        requireAction(who, 'audit.read');
+        await deps.policy.authorize(who, 'audit.read', { kind: 'service' });
         const query = request.query as Static<typeof InclusionQuery>;
         const proof = await deps.checkpoints.inclusionProof(
           Number(query.seq),
@@ -265,7 +264,7 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
       async (request) => {
         // Hashes only, asked by witnesses on every poll: not audited (each poll would grow
         // the log it is watching).
-        requireAction(principalOf(request), 'audit.witness');
+        await deps.policy.authorize(principalOf(request), 'audit.witness', { kind: 'service' });
         const query = request.query as Static<typeof ConsistencyQuery>;
         return deps.checkpoints.consistencyProof(Number(query.from), Number(query.to));
       },
@@ -281,7 +280,7 @@ export function auditRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request) => {
         const who = principalOf(request);
-        requireAction(who, 'audit.manage');
+        await deps.policy.authorize(who, 'audit.manage', { kind: 'service' });
         const { value } = request.body as Static<typeof AuditHashRequest>;
         const hmac = deps.audit.hash(value);
         await deps.store.transaction(async (tx) => {

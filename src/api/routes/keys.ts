@@ -23,6 +23,10 @@ export function keyRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request, reply) => {
         const body = request.body as Static<typeof SigningKeyAddSchema>;
+        await deps.policy.authorize(principalOf(request), 'key.manage', {
+          kind: 'project',
+          project: body.project,
+        });
         return reply.status(201).send(await deps.keys.add(principalOf(request), body));
       },
     );
@@ -37,6 +41,11 @@ export function keyRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request) => {
         const query = request.query as Static<typeof KeyListQuery>;
+        await deps.policy.authorize(
+          principalOf(request),
+          'key.read',
+          query.project !== undefined ? { kind: 'project', project: query.project } : { kind: 'service' },
+        );
         return { keys: await deps.keys.list(principalOf(request), query.project) };
       },
     );
@@ -51,6 +60,7 @@ export function keyRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request) => {
         const { id } = request.params as Static<typeof KeyIdParams>;
+        await deps.policy.authorize(principalOf(request), 'key.manage', { kind: 'service' });
         return deps.keys.revoke(principalOf(request), id);
       },
     );

@@ -22,6 +22,7 @@ export function tokenRoutes(deps: ApiDeps): FastifyPluginAsync {
         },
       },
       async (request, reply) => {
+        await deps.policy.authorize(principalOf(request), 'token.manage', { kind: 'service' });
         const created = await deps.tokens.create(principalOf(request), request.body as TokenCreateRequest);
         return reply.status(201).header('cache-control', 'no-store').send(created);
       },
@@ -34,7 +35,10 @@ export function tokenRoutes(deps: ApiDeps): FastifyPluginAsync {
           response: { 200: Type.Object({ tokens: Type.Array(TokenInfoSchema) }), ...errorResponses },
         },
       },
-      async (request) => ({ tokens: await deps.tokens.list(principalOf(request)) }),
+      async (request) => {
+        await deps.policy.authorize(principalOf(request), 'token.manage', { kind: 'service' });
+        return { tokens: await deps.tokens.list(principalOf(request)) };
+      },
     );
     app.post(
       '/tokens/:id/revoke',
@@ -45,8 +49,10 @@ export function tokenRoutes(deps: ApiDeps): FastifyPluginAsync {
           response: { 200: TokenInfoSchema, ...errorResponses },
         },
       },
-      async (request) =>
-        deps.tokens.revoke(principalOf(request), (request.params as Static<typeof TokenIdParams>).id),
+      async (request) => {
+        await deps.policy.authorize(principalOf(request), 'token.manage', { kind: 'service' });
+        return deps.tokens.revoke(principalOf(request), (request.params as Static<typeof TokenIdParams>).id);
+      },
     );
   };
 }

@@ -204,4 +204,64 @@ CREATE INDEX consumed_nonces_expiry ON consumed_nonces (expires_at);
 ALTER TABLE tokens ADD COLUMN request_key TEXT;
 `,
   },
+  {
+    version: 6,
+    name: 'policies, profiles and job trust',
+    sql: `
+-- Policy sets and permission profiles as versioned documents (src/policy/documents.ts):
+-- proposed, then approved by another admin, never edited or deleted afterwards.
+CREATE TABLE policy_documents (
+  kind TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  content TEXT NOT NULL,
+  content_hash TEXT NOT NULL,
+  author TEXT NOT NULL,
+  rationale TEXT NOT NULL,
+  mode TEXT NOT NULL,
+  base_version INTEGER,
+  rollback_of INTEGER,
+  state TEXT NOT NULL,
+  proposed_at BIGINT NOT NULL,
+  decided_by TEXT,
+  decided_at BIGINT,
+  PRIMARY KEY (kind, scope, version)
+);
+CREATE INDEX policy_documents_state ON policy_documents (state, proposed_at);
+-- What a document says and who wrote it is fixed once proposed; only its decision is set, once.
+CREATE TRIGGER policy_documents_no_delete BEFORE DELETE ON policy_documents
+BEGIN SELECT RAISE(ABORT, 'policy documents are kept for ever'); END;
+CREATE TRIGGER policy_documents_fixed BEFORE UPDATE OF kind, scope, version, content, content_hash, author, rationale, mode, base_version, rollback_of, proposed_at ON policy_documents
+BEGIN SELECT RAISE(ABORT, 'a policy document cannot be changed once proposed'); END;
+
+-- The version in force for each policy set / profile, and the one rolled out in audit mode.
+CREATE TABLE policy_active (
+  kind TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  enforce_version INTEGER,
+  audit_version INTEGER,
+  changed_at BIGINT NOT NULL,
+  PRIMARY KEY (kind, scope)
+);
+
+-- Decisions of a version in audit mode: evaluated, and how many it would have denied.
+CREATE TABLE policy_shadow_counts (
+  kind TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  action TEXT NOT NULL,
+  evaluated BIGINT NOT NULL,
+  would_deny BIGINT NOT NULL,
+  PRIMARY KEY (kind, scope, version, action)
+);
+
+-- Why a job was let in: signer, origin, risk, policy decision (JSON), and what the risk
+-- score compares against (first run of a script, first job from an origin).
+ALTER TABLE jobs ADD COLUMN trust TEXT;
+ALTER TABLE jobs ADD COLUMN script_digest TEXT;
+ALTER TABLE jobs ADD COLUMN origin_key TEXT;
+CREATE INDEX jobs_script ON jobs (project, script_digest);
+CREATE INDEX jobs_origin ON jobs (project, origin_key);
+`,
+  },
 ];

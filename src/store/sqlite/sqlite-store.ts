@@ -23,6 +23,12 @@ import type {
   LogRow,
   NewJob,
   NonceRepo,
+  PolicyActiveRow,
+  PolicyDocRow,
+  PolicyKind,
+  PolicyMode,
+  PolicyRepo,
+  ShadowCountRow,
   SigningKeyRepo,
   SigningKeyRow,
   Store,
@@ -73,6 +79,9 @@ interface JobDbRow {
   log_seq: number;
   log_base: number;
   log_bytes: number;
+  trust: string | null;
+  script_digest: string | null;
+  origin_key: string | null;
 }
 
 function jobFromDb(row: JobDbRow): JobRow {
@@ -104,6 +113,9 @@ function jobFromDb(row: JobDbRow): JobRow {
     logSeq: row.log_seq,
     logBase: row.log_base,
     logBytes: row.log_bytes,
+    trust: row.trust === null ? null : (JSON.parse(row.trust) as JobRow['trust']),
+    scriptDigest: row.script_digest,
+    originKey: row.origin_key,
   };
 }
 
@@ -135,6 +147,63 @@ function jobToDb(job: NewJob & { seq?: number }): Params {
     log_seq: job.logSeq,
     log_base: job.logBase,
     log_bytes: job.logBytes,
+    trust: job.trust === null || job.trust === undefined ? null : JSON.stringify(job.trust),
+    script_digest: job.scriptDigest ?? null,
+    origin_key: job.originKey ?? null,
+  };
+}
+
+interface PolicyDocDbRow {
+  kind: string;
+  scope: string;
+  version: number;
+  content: string;
+  content_hash: string;
+  author: string;
+  rationale: string;
+  mode: string;
+  base_version: number | null;
+  rollback_of: number | null;
+  state: string;
+  proposed_at: number;
+  decided_by: string | null;
+  decided_at: number | null;
+}
+
+function policyDocFromDb(row: PolicyDocDbRow): PolicyDocRow {
+  return {
+    kind: row.kind as PolicyKind,
+    scope: row.scope,
+    version: row.version,
+    content: row.content,
+    contentHash: row.content_hash,
+    author: row.author,
+    rationale: row.rationale,
+    mode: row.mode as PolicyMode,
+    baseVersion: row.base_version,
+    rollbackOf: row.rollback_of,
+    state: row.state as PolicyDocRow['state'],
+    proposedAt: row.proposed_at,
+    decidedBy: row.decided_by,
+    decidedAt: row.decided_at,
+  };
+}
+
+interface PolicyActiveDbRow {
+  kind: string;
+  scope: string;
+  enforce_version: number | null;
+  audit_version: number | null;
+  changed_at: number;
+}
+
+function policyActiveFromDb(row: PolicyActiveDbRow): PolicyActiveRow {
+  return {
+    kind: row.kind as PolicyKind,
+    scope: row.scope,
+    enforceVersion: row.enforce_version,
+    auditVersion: row.audit_version,
+    changedAt: row.changed_at,
   };
 }
 
@@ -317,6 +386,42 @@ function statements(db: Db) {
        ON CONFLICT (fingerprint, nonce) DO NOTHING`,
     ),
     noncePurge: db.prepare('DELETE FROM consumed_nonces WHERE expires_at < ?'),
+    jobScriptSeen: db.prepare('SELECT 1 FROM jobs WHERE project = ? AND script_digest = ? LIMIT 1').pluck(),
+    jobOriginSeen: db.prepare('SELECT 1 FROM jobs WHERE project = ? AND origin_key = ? LIMIT 1').pluck(),
+    policyInsert: db.prepare(
+      `INSERT INTO policy_documents (kind, scope, version, content, content_hash, author, rationale, mode, base_version, rollback_of, state, proposed_at, decided_by, decided_at)
+       VALUES (@kind, @scope, @version, @content, @contentHash, @author, @rationale, @mode, @baseVersion, @rollbackOf, @state, @proposedAt, @decidedBy, @decidedAt)`,
+    ),
+    policyGet: db.prepare('SELECT * FROM policy_documents WHERE kind = ? AND scope = ? AND version = ?'),
+    policyHistory: db.prepare(
+      'SELECT * FROM policy_documents WHERE kind = ? AND scope = ? ORDER BY version DESC LIMIT ?',
+    ),
+    policyNextVersion: db
+      .prepare('SELECT COALESCE(MAX(version), 0) + 1 FROM policy_documents WHERE kind = ? AND scope = ?')
+      .pluck(),
+    policyDecide: db.prepare(
+      `UPDATE policy_documents SET state = ?, decided_by = ?, decided_at = ?
+       WHERE kind = ? AND scope = ? AND version = ? AND state = 'proposed'`,
+    ),
+    policyPending: db.prepare(
+      "SELECT * FROM policy_documents WHERE state = 'proposed' ORDER BY proposed_at, kind, scope, version LIMIT ?",
+    ),
+    policyActive: db.prepare('SELECT * FROM policy_active WHERE kind = ? AND scope = ?'),
+    policyActiveAll: db.prepare('SELECT * FROM policy_active WHERE kind = ? ORDER BY scope'),
+    policySetActive: db.prepare(
+      `INSERT INTO policy_active (kind, scope, enforce_version, audit_version, changed_at) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (kind, scope) DO UPDATE SET enforce_version = excluded.enforce_version,
+         audit_version = excluded.audit_version, changed_at = excluded.changed_at`,
+    ),
+    policyCountShadow: db.prepare(
+      `INSERT INTO policy_shadow_counts (kind, scope, version, action, evaluated, would_deny) VALUES (?, ?, ?, ?, 1, ?)
+       ON CONFLICT (kind, scope, version, action) DO UPDATE SET evaluated = evaluated + 1,
+         would_deny = would_deny + excluded.would_deny`,
+    ),
+    policyShadowCounts: db.prepare(
+      `SELECT action, evaluated, would_deny AS "wouldDeny" FROM policy_shadow_counts
+       WHERE kind = ? AND scope = ? AND version = ? ORDER BY action`,
+    ),
     keyRetire: db.prepare(
       'UPDATE audit_keys SET retired_at = ? WHERE verifier_key = ? AND retired_at IS NULL',
     ),
@@ -332,8 +437,37 @@ class SqliteTx implements Tx {
   readonly audit: AuditRepo;
   readonly signingKeys: SigningKeyRepo;
   readonly nonces: NonceRepo;
+  readonly policies: PolicyRepo;
 
   constructor(db: Db, s: Statements) {
+    this.policies = {
+      insert: (row) => {
+        s.policyInsert.run(row);
+      },
+      get: (kind, scope, version) => {
+        const row = s.policyGet.get(kind, scope, version) as PolicyDocDbRow | undefined;
+        return row === undefined ? null : policyDocFromDb(row);
+      },
+      history: (kind, scope, limit) =>
+        (s.policyHistory.all(kind, scope, limit) as PolicyDocDbRow[]).map(policyDocFromDb),
+      nextVersion: (kind, scope) => s.policyNextVersion.get(kind, scope) as number,
+      decide: (kind, scope, version, state, by, at) =>
+        s.policyDecide.run(state, by, at, kind, scope, version).changes === 1,
+      pending: (limit) => (s.policyPending.all(limit) as PolicyDocDbRow[]).map(policyDocFromDb),
+      active: (kind, scope) => {
+        const row = s.policyActive.get(kind, scope) as PolicyActiveDbRow | undefined;
+        return row === undefined ? null : policyActiveFromDb(row);
+      },
+      activeAll: (kind) => (s.policyActiveAll.all(kind) as PolicyActiveDbRow[]).map(policyActiveFromDb),
+      setActive: (row) => {
+        s.policySetActive.run(row.kind, row.scope, row.enforceVersion, row.auditVersion, row.changedAt);
+      },
+      countShadow: (kind, scope, version, action, wouldDeny) => {
+        s.policyCountShadow.run(kind, scope, version, action, wouldDeny ? 1 : 0);
+      },
+      shadowCounts: (kind, scope, version) =>
+        s.policyShadowCounts.all(kind, scope, version) as ShadowCountRow[],
+    };
     const signingKey = (row: SigningKeyDbRow | undefined): SigningKeyRow | null =>
       row === undefined
         ? null
@@ -445,6 +579,8 @@ class SqliteTx implements Tx {
         return row === undefined ? null : jobFromDb(row);
       },
       expiredLeases: (now, limit) => (s.jobExpired.all(now, limit) as JobDbRow[]).map(jobFromDb),
+      scriptSeen: (project, digest) => s.jobScriptSeen.get(project, digest) !== undefined,
+      originSeen: (project, key) => s.jobOriginSeen.get(project, key) !== undefined,
       update: (job) => {
         s.jobUpdate.run(jobToDb(job));
       },

@@ -1,0 +1,164 @@
+import { createHash } from 'node:crypto';
+import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { AirlockError, describeError } from '../errors.js';
+import { CEDAR_SCHEMA } from './cedar-text.js';
+
+/**
+ * Cedar evaluation (@cedar-policy/cedar-wasm). A policy set is parsed, validated against
+ * the schema (strict mode) and pre-parsed once per version — keyed by the SHA-256 of its
+ * text — never per request. Every request is checked against the schema too, so a context
+ * that lacks a field is an error, not a silent "no policy matched".
+ *
+ * Fail closed: a policy that errors while evaluating (Cedar skips such a policy and would
+ * decide without it) makes the whole decision an error, and so a refusal.
+ */
+
+export interface CompiledPolicySet {
+  /** SHA-256 (hex) of the policy text: what the audit log records as the policy's hash. */
+  readonly hash: string;
+  /** The @id of every policy, in the order written. */
+  readonly policyIds: readonly string[];
+}
+
+export interface EntityRef {
+  readonly type: string;
+  readonly id: string;
+}
+
+export interface CedarEntity {
+  readonly uid: EntityRef;
+  readonly attrs: Record<string, cedar.CedarValueJson>;
+  readonly parents: EntityRef[];
+}
+
+export interface CedarRequest {
+  readonly principal: EntityRef;
+  /** Action id, e.g. "job.submit" (type Airlock::Action). */
+  readonly action: string;
+  readonly resource: EntityRef;
+  readonly context: Record<string, cedar.CedarValueJson>;
+  readonly entities: readonly CedarEntity[];
+}
+
+export interface CedarDecision {
+  readonly allowed: boolean;
+  /** The policies that decided: the forbids that matched (deny) or the permits (allow). */
+  readonly policies: readonly string[];
+}
+
+const SCHEMA_ID = 'airlock-schema-v1';
+/** Bounds of a policy document (POLICY_INVALID beyond). */
+export const MAX_POLICY_BYTES = 256 * 1024;
+const MAX_POLICIES = 1000;
+const POLICY_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+function messages(errors: ReadonlyArray<{ message: string }>): string {
+  return errors
+    .slice(0, 5)
+    .map((error) => error.message)
+    .join('; ');
+}
+
+export class CedarEngine {
+  readonly #compiled = new Map<string, CompiledPolicySet>();
+
+  constructor() {
+    const schema = cedar.preparseSchema(SCHEMA_ID, CEDAR_SCHEMA);
+    if (schema.type !== 'success')
+      throw new AirlockError(
+        'INTERNAL',
+        `the built-in Cedar schema does not parse: ${messages(schema.errors)}`,
+      );
+  }
+
+  /**
+   * Parses and validates a policy set (POLICY_INVALID with Cedar's messages when it does not
+   * parse or does not validate), and pre-parses it for evaluation. Cached by hash.
+   */
+  compile(text: string): CompiledPolicySet {
+    const hash = createHash('sha256').update(text, 'utf8').digest('hex');
+    const cached = this.#compiled.get(hash);
+    if (cached !== undefined) return cached;
+    if (Buffer.byteLength(text, 'utf8') > MAX_POLICY_BYTES)
+      throw new AirlockError('POLICY_INVALID', `a policy set may hold at most ${MAX_POLICY_BYTES} bytes`);
+    const parts = cedar.policySetTextToParts(text);
+    if (parts.type !== 'success')
+      throw new AirlockError('POLICY_INVALID', `the policy does not parse: ${messages(parts.errors)}`);
+    if (parts.policy_templates.length > 0)
+      throw new AirlockError('POLICY_INVALID', 'policy templates are not supported: write static policies');
+    if (parts.policies.length === 0 || parts.policies.length > MAX_POLICIES)
+      throw new AirlockError('POLICY_INVALID', `a policy set holds 1 to ${MAX_POLICIES} policies`);
+    // Every policy carries a unique @id: decisions and the audit log name policies by it.
+    const byId: Record<string, string> = {};
+    for (const policy of parts.policies) {
+      const json = cedar.policyToJson(policy);
+      if (json.type !== 'success')
+        throw new AirlockError('POLICY_INVALID', `the policy does not parse: ${messages(json.errors)}`);
+      const id = json.json.annotations?.id;
+      if (id === undefined || !POLICY_ID.test(id))
+        throw new AirlockError(
+          'POLICY_INVALID',
+          `every policy needs an @id("…") annotation of [A-Za-z0-9._:-] (at most 128): ${policy.slice(0, 80)}…`,
+        );
+      if (id in byId) throw new AirlockError('POLICY_INVALID', `two policies have the @id "${id}"`);
+      byId[id] = policy;
+    }
+    const validation = cedar.validate({
+      schema: CEDAR_SCHEMA,
+      policies: { staticPolicies: byId },
+      validationSettings: { mode: 'strict' },
+    });
+    if (validation.type !== 'success')
+      throw new AirlockError(
+        'POLICY_INVALID',
+        `the policy cannot be validated: ${messages(validation.errors)}`,
+      );
+    if (validation.validationErrors.length > 0)
+      throw new AirlockError(
+        'POLICY_INVALID',
+        `the policy does not validate against the schema (docs/policy.md): ${validation.validationErrors
+          .slice(0, 5)
+          .map((error) => `${error.policyId}: ${error.error.message}`)
+          .join('; ')}`,
+      );
+    const preparsed = cedar.preparsePolicySet(hash, { staticPolicies: byId });
+    if (preparsed.type !== 'success')
+      throw new AirlockError('POLICY_INVALID', `the policy does not parse: ${messages(preparsed.errors)}`);
+    const compiled: CompiledPolicySet = { hash, policyIds: Object.keys(byId) };
+    this.#compiled.set(hash, compiled);
+    return compiled;
+  }
+
+  /** Decides one request; POLICY_ERROR when Cedar cannot evaluate it (fail closed). */
+  decide(policy: CompiledPolicySet, request: CedarRequest): CedarDecision {
+    let answer: cedar.AuthorizationAnswer;
+    try {
+      answer = cedar.statefulIsAuthorized({
+        principal: request.principal,
+        action: { type: 'Airlock::Action', id: request.action },
+        resource: request.resource,
+        context: request.context,
+        entities: request.entities as cedar.EntityJson[],
+        preparsedPolicySetId: policy.hash,
+        preparsedSchemaName: SCHEMA_ID,
+        validateRequest: true,
+      });
+    } catch (error) {
+      throw new AirlockError('POLICY_ERROR', `the policy could not be evaluated: ${describeError(error)}`, {
+        cause: error,
+      });
+    }
+    if (answer.type !== 'success')
+      throw new AirlockError('POLICY_ERROR', `the policy could not be evaluated: ${messages(answer.errors)}`);
+    const { decision, diagnostics } = answer.response;
+    if (diagnostics.errors.length > 0)
+      throw new AirlockError(
+        'POLICY_ERROR',
+        `policy evaluation failed (refused, fail closed): ${diagnostics.errors
+          .slice(0, 5)
+          .map((error) => `${error.policyId}: ${error.error.message}`)
+          .join('; ')}`,
+      );
+    return { allowed: decision === 'allow', policies: [...diagnostics.reason].sort() };
+  }
+}

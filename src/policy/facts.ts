@@ -1,0 +1,52 @@
+import type { JobSpecV1 } from '../api/types.js';
+import { DEFAULT_RESOURCES } from '../sandbox/job.js';
+import type { JobTrust } from '../store/store.js';
+import { DEFAULT_PROFILE, type Profile } from './profile.js';
+import type { JobFacts, RiskFacts, SignerFacts } from './request.js';
+import { scriptDigestOf } from './risk.js';
+
+const MiB = 1024 * 1024;
+
+/** What a spec asks for, with the sandbox's defaults filled in (a job asks for them too). */
+export function resourcesOf(spec: JobSpecV1): JobFacts['resources'] {
+  const r = spec.resources ?? {};
+  return {
+    cpus: r.cpus ?? DEFAULT_RESOURCES.cpus,
+    memoryMiB: r.memoryMiB ?? DEFAULT_RESOURCES.memoryBytes / MiB,
+    pids: r.pids ?? DEFAULT_RESOURCES.pids,
+    timeoutSeconds: r.timeoutSeconds ?? DEFAULT_RESOURCES.timeoutMs / 1000,
+    diskMiB: r.diskMiB ?? DEFAULT_RESOURCES.diskBytes / MiB,
+    outputKiB: r.outputKiB ?? DEFAULT_RESOURCES.outputBytes / 1024,
+  };
+}
+
+/** Egress destinations a spec asks for (none until egress allowlists exist: network is "none"). */
+export function egressOf(_spec: JobSpecV1): string[] {
+  return [];
+}
+
+/** Secrets a spec asks for (none until secrets exist). */
+export function secretsOf(_spec: JobSpecV1): string[] {
+  return [];
+}
+
+export function factsOfSpec(
+  spec: JobSpecV1,
+  trust: JobTrust | null,
+  extra: { signer?: SignerFacts | null; risk?: RiskFacts; profile?: Profile } = {},
+): JobFacts {
+  const profile = extra.profile ?? DEFAULT_PROFILE;
+  return {
+    project: spec.project,
+    environment: spec.environment ?? 'dev',
+    runtime: spec.runtime ?? 'runc',
+    image: spec.image ?? 'host',
+    signer: extra.signer !== undefined ? extra.signer : (trust?.signer ?? null),
+    resources: resourcesOf(spec),
+    egress: egressOf(spec),
+    secrets: secretsOf(spec),
+    risk: extra.risk ?? trust?.risk ?? { score: 0, factors: [] },
+    scriptDigest: trust?.scriptDigest ?? scriptDigestOf(spec),
+    profile: { runtimes: profile.runtimes, egress: profile.egress, secrets: profile.secrets },
+  };
+}
