@@ -89,6 +89,13 @@ export class PolicyDocuments {
   async bootstrap(releaseVersion: string): Promise<void> {
     await this.#o.store.transaction(async (tx) => {
       if ((await tx.policies.active('policy', '')) !== null) return;
+      // Versions but none in force: the tables were tampered with. Fail closed; never
+      // quietly fall back to the default.
+      if ((await tx.policies.history('policy', '', 1)).length > 0)
+        throw new AirlockError(
+          'POLICY_ERROR',
+          'policy versions exist but none is in force (policy_active was changed outside Airlock): restore the database from a backup',
+        );
       const now = this.#now();
       const content = DEFAULT_POLICY;
       const hash = this.#o.gate.engine.compile(content).hash;
