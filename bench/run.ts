@@ -11,6 +11,7 @@ import { loadSeccompProfile } from '../src/sandbox/seccomp.js';
 import { auditBench } from './audit.js';
 import { prepareBareBundle } from './bare.js';
 import { writeCProject } from './build-project.js';
+import { policyBench } from './policy.js';
 import { service } from './service.js';
 import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from './stats.js';
 
@@ -31,6 +32,7 @@ import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from '.
  *     throughput with concurrent submitters, the server's and worker's memory.
  *  6. the audit log (bench/audit.ts): append cost from 1K to 1M entries, full verification,
  *     proof size and time.
+ *  7. policy (bench/policy.ts): what the Cedar decision and the admission step add to a submit.
  */
 
 const { values: args } = parseArgs({
@@ -48,7 +50,7 @@ const { values: args } = parseArgs({
 const PAIRS = Number(args.pairs);
 const BUILD_PAIRS = Number(args['build-pairs']);
 const BUILD_FILES = Number(args['build-files']);
-/** Run one part only: trivial, build, startup, service or audit. */
+/** Run one part only: trivial, build, startup, service, audit or policy. */
 const ONLY = args.only;
 const part = (name: string): boolean => ONLY === undefined || ONLY === name;
 const BENCH_ROOT = '/var/lib/airlock-bench';
@@ -352,6 +354,11 @@ async function main(): Promise<void> {
     log('audit log growth, verification and proofs');
     auditLines = await auditBench({ entries: Number(args['audit-entries']), log });
   }
+  let policyLines: string[] = [];
+  if (part('policy')) {
+    log('policy per submit');
+    policyLines = await policyBench({ history: 2000, samples: 2000, log });
+  }
   let cli: string[] = [];
   if (part('startup')) {
     log('CLI start-up');
@@ -367,6 +374,8 @@ async function main(): Promise<void> {
     ...serviceLines,
     '',
     ...auditLines,
+    '',
+    ...policyLines,
     '',
     ...cli,
   ];

@@ -3,14 +3,13 @@ import { type AuditLog, markAudited, sensitive } from '../audit/audit-log.js';
 import { canonicalJson } from '../audit/canonical.js';
 import { inScope, type Principal, requireAction, visibleProjects } from '../auth/principal.js';
 import { AirlockError, isAirlockError } from '../errors.js';
-import { egressOf, factsOfSpec, resourcesOf, secretsOf } from '../policy/facts.js';
+import { admitJob } from '../policy/admission.js';
+import { factsOfSpec } from '../policy/facts.js';
 import { decisionDetails, decisionOf, type PolicyDecision, type PolicyGate } from '../policy/gate.js';
-import { exceeded } from '../policy/profile.js';
 import type { PolicyTarget } from '../policy/request.js';
-import { aboveHistory, HISTORY_JOBS, riskOf, scriptDigestOf } from '../policy/risk.js';
 import type { SignedJob } from '../signing/envelope.js';
 import type { JobSignatureVerifier, VerifiedSignature } from '../signing/verifier.js';
-import type { JobRow, JobTrust, Store, Tx } from '../store/store.js';
+import type { JobRow, Store, Tx } from '../store/store.js';
 import type { JobEvents } from './events.js';
 import { checkMove, isTerminal } from './lifecycle.js';
 import { newJobId, toRecord } from './record.js';
@@ -165,7 +164,7 @@ export class JobService {
               `the signed job with nonce ${signature.nonce} by ${signature.fingerprint} was submitted before: a signed request runs once`,
             );
         }
-        const admitted = await this.#admit(tx, who, spec, signature);
+        const admitted = await admitJob(this.#o.policy, tx, who, spec, signature, this.#now());
         const queued = await tx.jobs.countQueued(spec.project);
         if (queued >= this.#o.projectQueueLimit)
           throw new AirlockError(
@@ -260,76 +259,6 @@ export class JobService {
       if (outcome.created) this.#o.events.queued();
       return outcome;
     }
-  }
-
-  /**
-   * The airlock's last gate, inside the submit transaction: risk from the project's history,
-   * the permission profile (every exceeded item named), then the Cedar policy in force.
-   */
-  async #admit(
-    tx: Tx,
-    who: Principal,
-    spec: JobSpecV1,
-    signature: VerifiedSignature | null,
-  ): Promise<{ trust: JobTrust; decision: PolicyDecision; originKey: string | null }> {
-    const gate = this.#o.policy;
-    const active = await gate.active(tx);
-    const now = this.#now();
-    const scriptDigest = scriptDigestOf(spec);
-    const origin = who.origin ?? null;
-    const originKey = origin === null ? null : `${origin.issuer} ${origin.repository} ${origin.workflow}`;
-    const key = signature === null ? null : await tx.signingKeys.get(signature.keyId);
-    const history = (await tx.jobs.list({ project: spec.project, limit: HISTORY_JOBS })).map((job) =>
-      resourcesOf(job.spec),
-    );
-    const risk = riskOf({
-      signed: signature !== null,
-      keyCreatedAt: key?.createdAt ?? null,
-      now,
-      scriptSeenBefore: await tx.jobs.scriptSeen(spec.project, scriptDigest),
-      environment: spec.environment ?? 'dev',
-      egress: egressOf(spec).length,
-      secrets: secretsOf(spec).length,
-      resourcesAboveHistory: aboveHistory(resourcesOf(spec), history),
-      originSeenBefore: originKey === null ? null : await tx.jobs.originSeen(spec.project, originKey),
-    });
-    const signer =
-      signature === null
-        ? null
-        : {
-            key: signature.keyId,
-            fingerprint: signature.fingerprint,
-            owner: signature.owner,
-            release: signature.release,
-          };
-    const profile = await gate.profileFor(tx, spec.project, scriptDigest);
-    const facts = factsOfSpec(spec, null, { signer, risk, profile: profile.profile });
-    const over = exceeded(profile.profile, facts);
-    if (over.length > 0)
-      throw new AirlockError(
-        'PROFILE_EXCEEDED',
-        `the job asks for more than ${profile.scope === null ? 'the default profile' : `profile ${profile.scope} v${profile.version}`} grants: ${over.join('; ')}`,
-      );
-    const decision = gate.decide(
-      active,
-      who,
-      'job.submit',
-      { kind: 'project', project: spec.project },
-      facts,
-    );
-    await gate.countShadow(tx, decision, 'job.submit');
-    return {
-      decision,
-      originKey,
-      trust: {
-        signer,
-        origin,
-        risk: { score: risk.score, factors: [...risk.factors] },
-        scriptDigest,
-        policy: { version: decision.version, hash: decision.hash, policies: [...decision.policies] },
-        profile: profile.scope === null ? null : { scope: profile.scope, version: profile.version },
-      },
-    };
   }
 
   /** Decides a job action (read, logs, cancel) on a stored job, in `tx`. */

@@ -6,8 +6,7 @@ import { CEDAR_SCHEMA } from './cedar-text.js';
 /**
  * Cedar evaluation (@cedar-policy/cedar-wasm). A policy set is parsed, validated against
  * the schema (strict mode) and pre-parsed once per version — keyed by the SHA-256 of its
- * text — never per request. Every request is checked against the schema too, so a context
- * that lacks a field is an error, not a silent "no policy matched".
+ * text — never per request.
  *
  * Fail closed: a policy that errors while evaluating (Cedar skips such a policy and would
  * decide without it) makes the whole decision an error, and so a refusal.
@@ -140,8 +139,12 @@ export class CedarEngine {
         context: request.context,
         entities: request.entities as cedar.EntityJson[],
         preparsedPolicySetId: policy.hash,
-        preparsedSchemaName: SCHEMA_ID,
-        validateRequest: true,
+        // The request is not validated against the schema here: it costs a third of the
+        // decision, and it guards nothing the rest does not. Policies are validated against
+        // the schema when compiled, requests are built by buildRequest() alone, and a
+        // context that lacked an attribute a policy reads would make that policy error —
+        // which refuses the request below (fail closed).
+        validateRequest: false,
       });
     } catch (error) {
       throw new AirlockError('POLICY_ERROR', `the policy could not be evaluated: ${describeError(error)}`, {

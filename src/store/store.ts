@@ -97,6 +97,8 @@ export interface JobRepo {
   expiredLeases(now: number, limit: number): Awaitable<JobRow[]>;
   /** Writes every mutable column of the row (state machine moves happen in the service). */
   update(job: JobRow): Awaitable<void>;
+  /** The specs of the project's newest jobs, newest first (risk: resources against history). */
+  recentSpecs(project: string, limit: number): Awaitable<JobSpecV1[]>;
   /** Whether a job of the project ran this script before (risk: a first run). */
   scriptSeen(project: string, scriptDigest: string): Awaitable<boolean>;
   /** Whether a job of the project came from this origin before (risk: a new origin). */

@@ -386,6 +386,7 @@ function statements(db: Db) {
        ON CONFLICT (fingerprint, nonce) DO NOTHING`,
     ),
     noncePurge: db.prepare('DELETE FROM consumed_nonces WHERE expires_at < ?'),
+    jobRecentSpecs: db.prepare('SELECT spec FROM jobs WHERE project = ? ORDER BY seq DESC LIMIT ?').pluck(),
     jobScriptSeen: db.prepare('SELECT 1 FROM jobs WHERE project = ? AND script_digest = ? LIMIT 1').pluck(),
     jobOriginSeen: db.prepare('SELECT 1 FROM jobs WHERE project = ? AND origin_key = ? LIMIT 1').pluck(),
     policyInsert: db.prepare(
@@ -579,6 +580,8 @@ class SqliteTx implements Tx {
         return row === undefined ? null : jobFromDb(row);
       },
       expiredLeases: (now, limit) => (s.jobExpired.all(now, limit) as JobDbRow[]).map(jobFromDb),
+      recentSpecs: (project, limit) =>
+        (s.jobRecentSpecs.all(project, limit) as string[]).map((spec) => JSON.parse(spec) as JobRow['spec']),
       scriptSeen: (project, digest) => s.jobScriptSeen.get(project, digest) !== undefined,
       originSeen: (project, key) => s.jobOriginSeen.get(project, key) !== undefined,
       update: (job) => {
