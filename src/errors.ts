@@ -233,7 +233,8 @@ export const ERROR_CATALOGUE = {
     httpStatus: 403,
     exitCode: 125,
     retryable: false,
-    summary: "The job asks for more than its project's permission profile grants; the message names each item.",
+    summary:
+      "The job asks for more than its project's permission profile grants; the message names each item.",
   },
   POLICY_INVALID: {
     httpStatus: 400,
