@@ -7,6 +7,8 @@ import { AuditCheckpoints } from './audit/checkpoints.js';
 import { hmacKeyId, loadOrCreateHmacKey } from './audit/keys.js';
 import { parseCheckpointSink } from './audit/sinks.js';
 import { Authenticator } from './auth/authenticator.js';
+import { OidcVerifier } from './auth/oidc.js';
+import { loadOidcIssuers } from './auth/oidc-issuers.js';
 import type { Principal } from './auth/principal.js';
 import { FailureLimiter, RequestLimiter } from './auth/rate-limit.js';
 import { TokenService } from './auth/token-service.js';
@@ -68,6 +70,11 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   // A malformed sink is a configuration error: refused before anything starts.
   const sink =
     config.checkpointSink === null ? null : parseCheckpointSink(config.checkpointSink, process.env);
+  // So is a malformed OIDC issuer file (workload identity, docs/identity.md).
+  const oidc =
+    config.oidcIssuersFile === undefined
+      ? undefined
+      : new OidcVerifier({ issuers: await loadOidcIssuers(config.oidcIssuersFile) });
   const store = SqliteStore.open({ path: join(config.dataDir, DATABASE_FILE) });
   let audit: MerkleAuditLog;
   let checkpoints: AuditCheckpoints;
@@ -115,7 +122,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       keys,
       policy,
       policies,
-      authenticator: new Authenticator({ store, audit, limiter }),
+      authenticator: new Authenticator({ store, audit, limiter, ...(oidc !== undefined ? { oidc } : {}) }),
       requestLimiter: new RequestLimiter({
         perSecond: options.requestRate?.perSecond ?? REQUESTS_PER_SECOND,
         burst: options.requestRate?.burst ?? REQUEST_BURST,

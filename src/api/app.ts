@@ -145,7 +145,13 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
           'Submit jobs to run in hardened sandboxes; follow their logs; manage tokens; read the audit trail.',
       },
       components: {
-        securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'alk_… API token' } },
+        securitySchemes: {
+          bearer: {
+            type: 'http',
+            scheme: 'bearer',
+            description: 'alk_… API token, or an OIDC ID token from a configured issuer (workload identity)',
+          },
+        },
       },
       security: [{ bearer: [] }],
     },

@@ -2,6 +2,7 @@ import { type AuditLog, markAudited } from '../audit/audit-log.js';
 import { AirlockError } from '../errors.js';
 import { parsePublicKey } from '../signing/public-key.js';
 import type { Store } from '../store/store.js';
+import { MAX_JWT_CHARS, type OidcVerifier } from './oidc.js';
 import type { Principal } from './principal.js';
 import type { FailureLimiter } from './rate-limit.js';
 import { REQUEST_SKEW_S, verifyRequest } from './request-signature.js';
@@ -15,16 +16,29 @@ import { parseToken, secretMatches } from './tokens.js';
  * from that source or for that token id answer RATE_LIMITED (429, Retry-After). A valid
  * token is never refused by the limit: with `airlock up` or behind a proxy every client has
  * the same source address, and a stranger's bad guesses must not lock the worker out.
+ *
+ * With OIDC issuers configured, a bearer credential shaped like a JWT (never an `alk_` token)
+ * is a workload identity, checked by the OidcVerifier (src/auth/oidc.ts). Its refusals count
+ * and are audited like a bad token's, with the verifier's reason (never the token); an issuer
+ * whose keys cannot be fetched (WORKLOAD_IDENTITY_UNAVAILABLE) is not the client's fault, so
+ * that refusal does not count against the client's limit.
  */
 
 export interface AuthenticatorOptions {
   readonly store: Store;
   readonly audit: AuditLog;
   readonly limiter: FailureLimiter;
+  /** Verifies OIDC ID tokens (workload identity); undefined = only Airlock tokens are accepted. */
+  readonly oidc?: OidcVerifier;
   readonly now?: () => number;
 }
 
 const REFUSAL = 'missing, unknown, expired or revoked API token';
+/**
+ * A bearer JWT: three base64url segments (an `alk_` token has no dots, so never matches),
+ * at most 8 KiB — the only credential longer than the 256 characters an Airlock token may be.
+ */
+const BEARER_JWT = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*)$/;
 /** A spent request nonce is kept a day past its window. */
 const NONCE_RETENTION_MS = 24 * 3600 * 1000;
 
@@ -84,6 +98,28 @@ export class Authenticator {
       throw markAudited(refusal ?? new AirlockError('UNAUTHENTICATED', REFUSAL));
     };
     if (authorization === undefined) return refuse('no Authorization header');
+    const jwt =
+      this.#o.oidc !== undefined && authorization.length <= 'Bearer '.length + MAX_JWT_CHARS
+        ? BEARER_JWT.exec(authorization)?.[1]
+        : undefined;
+    if (this.#o.oidc !== undefined && jwt !== undefined) {
+      try {
+        return { ...(await this.#o.oidc.verify(jwt, this.#now())), source, requestKey: null };
+      } catch (error) {
+        if (!(error instanceof AirlockError)) throw error;
+        // The verifier's messages never repeat the token: safe for the audit reason.
+        const why = `${error.code}: ${error.message}`;
+        if (error.code !== 'WORKLOAD_IDENTITY_UNAVAILABLE') return refuse(why, error);
+        // Not counted against the client, but audited — at most 10 a minute per source, so
+        // a flood while the issuer is down cannot fill the disk with fsync'd events.
+        const key = `oidc-unavailable:${source}`;
+        if (this.#o.limiter.retryAfter(key) === 0) {
+          this.#o.limiter.fail(key);
+          await this.#record('auth.failed', '', source, why);
+        }
+        throw markAudited(error);
+      }
+    }
     if (parsed === null) return refuse('malformed bearer token');
     const row = await this.#o.store.read(async (tx) => tx.tokens.get(parsed.id));
     // The secret is compared even for an unknown id, so timing does not tell ids apart.

@@ -36,6 +36,8 @@ export interface AirlockConfig {
     readonly checkpointSink: string | null;
     /** AIRLOCK_PUBLIC_URL: the URL clients call, behind a proxy; undefined = this server's own. */
     readonly publicUrl?: string;
+    /** AIRLOCK_OIDC_ISSUERS: the issuer file (read and validated at server start); undefined = no workload identity. */
+    readonly oidcIssuersFile?: string;
   };
   readonly client: {
     /** From AIRLOCK_URL; undefined = take it from the client config file. */
@@ -139,6 +141,11 @@ export const SETTINGS = {
     summary:
       'The URL clients call when a proxy stands in front (https://airlock.example/path); signed requests (RFC 9421) cover it.',
     defaultValue: "this server's own scheme, Host and path",
+  },
+  AIRLOCK_OIDC_ISSUERS: {
+    summary:
+      'Absolute path of a JSON file listing the OIDC issuers whose ID tokens are accepted as workload identities (docs/identity.md).',
+    defaultValue: 'none (only Airlock tokens)',
   },
   AIRLOCK_LOG_LEVEL: {
     summary: 'Server and worker log level: fatal, error, warn, info, debug, trace or silent.',
@@ -315,6 +322,12 @@ function serverSettings(get: Getter): AirlockConfig['server'] {
       if (!isHttpUrl(url)) invalid('AIRLOCK_PUBLIC_URL', `must be an http:// or https:// URL, got "${url}"`);
       return { publicUrl: url.replace(/\/$/, '') };
     })(get('AIRLOCK_PUBLIC_URL')),
+    // The file itself is read when the server starts (src/auth/oidc-issuers.ts): a client
+    // command never needs it, nor permission to read it.
+    ...((path) =>
+      path === undefined ? {} : { oidcIssuersFile: absolutePath('AIRLOCK_OIDC_ISSUERS', path) })(
+      get('AIRLOCK_OIDC_ISSUERS'),
+    ),
   };
 }
 

@@ -56,6 +56,10 @@ export async function startTestServer(
     version: 'test',
     bootstrapWorker: true,
     ...(requestRate !== undefined ? { requestRate } : {}),
+  }).catch(async (error: unknown) => {
+    // A server that refuses to start (a configuration test) leaves no directory behind.
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
   });
   const first = plane.firstStart;
   if (first === null || first.worker === null) throw new Error('a fresh database must bootstrap tokens');
