@@ -23,6 +23,14 @@ import {
 import { AirlockError, type AirlockErrorCode, describeError, isAirlockError } from '../errors.js';
 import { isSignedJob, type SignedJob } from '../signing/envelope.js';
 import { type HttpClient, ndjsonLines } from './http.js';
+import type {
+  PolicyDocument,
+  PolicyKind,
+  PolicyProposal,
+  PolicyStatus,
+  PolicySummary,
+  ProfileSuggestion,
+} from './policy-types.js';
 
 /**
  * Typed calls of the /v1 API over the one HttpClient. Answers are the server's, trusted for
@@ -41,6 +49,31 @@ export function checkJobId(id: string): string {
   if (!JOB_ID.test(id))
     throw new AirlockError('INVALID_OPTION', `"${id}" is not a job id (job_ followed by letters and digits)`);
   return id;
+}
+
+/** "" (the policy set), a project, or PROJECT@sha256:<64 hex> (one script's profile), as the server accepts. */
+const POLICY_SCOPE = /^[a-z0-9][a-z0-9._-]{0,63}(@sha256:[0-9a-f]{64})?$/;
+const PROJECT = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+export const MAX_POLICY_VERSION = 1_000_000_000;
+/** The most runs a profile suggestion looks at (the server's MAX_SUGGEST_RUNS). */
+export const MAX_SUGGEST_RUNS = 1000;
+
+/** Checks a policy or profile reference before it is sent: the policy set has scope "", a profile a project's. */
+export function checkPolicyScope(kind: PolicyKind, scope: string): string {
+  if (kind === 'policy' && scope !== '')
+    throw new AirlockError('INVALID_OPTION', 'the policy set has no scope (it applies to every project)');
+  if (kind === 'profile' && !POLICY_SCOPE.test(scope))
+    throw new AirlockError(
+      'INVALID_OPTION',
+      `"${scope.slice(0, 200)}" is not a profile scope: a project name, or PROJECT@sha256:<64 hex digits> for one script`,
+    );
+  return scope;
+}
+
+export function checkPolicyVersion(version: number): number {
+  if (!Number.isSafeInteger(version) || version < 1 || version > MAX_POLICY_VERSION)
+    throw new AirlockError('INVALID_OPTION', `${version} is not a version (a whole number from 1)`);
+  return version;
 }
 
 export function checkTokenId(id: string): string {
@@ -395,5 +428,124 @@ export class ApiClient {
 
   async auditHash(value: string): Promise<string> {
     return (await this.#json<{ hmac: string }>('/v1/audit/hash', { method: 'POST', body: { value } })).hmac;
+  }
+
+  // ---- Policy and profile governance (src/api/routes/policies.ts)
+
+  policyStatus(signal?: AbortSignal): Promise<PolicyStatus> {
+    return this.#json<PolicyStatus>('/v1/policies/status', signal === undefined ? {} : { signal });
+  }
+
+  /** Every version of the policy set (scope "") or of one profile, newest first. */
+  async policyHistory(kind: PolicyKind, scope: string, signal?: AbortSignal): Promise<PolicySummary[]> {
+    const params = new URLSearchParams({ kind, scope: checkPolicyScope(kind, scope) });
+    return (
+      await this.#json<{ versions: PolicySummary[] }>(
+        `/v1/policies/history?${params}`,
+        signal === undefined ? {} : { signal },
+      )
+    ).versions;
+  }
+
+  /** One version with its content; without a version, the one in force (a profile never set: the default, version 0). */
+  policyDocument(
+    kind: PolicyKind,
+    scope: string,
+    version?: number,
+    signal?: AbortSignal,
+  ): Promise<PolicyDocument> {
+    const params = new URLSearchParams({ kind, scope: checkPolicyScope(kind, scope) });
+    if (version !== undefined) params.set('version', String(checkPolicyVersion(version)));
+    return this.#json<PolicyDocument>(
+      `/v1/policies/document?${params}`,
+      signal === undefined ? {} : { signal },
+    );
+  }
+
+  /** A new version, pending until an admin other than its author approves it. */
+  proposePolicy(proposal: PolicyProposal, signal?: AbortSignal): Promise<PolicySummary> {
+    checkPolicyScope(proposal.kind, proposal.scope);
+    return this.#json<PolicySummary>('/v1/policies/proposals', {
+      method: 'POST',
+      body: {
+        kind: proposal.kind,
+        scope: proposal.scope,
+        content: proposal.content,
+        rationale: proposal.rationale,
+        ...(proposal.mode !== undefined ? { mode: proposal.mode } : {}),
+      },
+      ...(signal !== undefined ? { signal } : {}),
+    });
+  }
+
+  approvePolicy(
+    kind: PolicyKind,
+    scope: string,
+    version: number,
+    signal?: AbortSignal,
+  ): Promise<PolicySummary> {
+    return this.#json<PolicySummary>('/v1/policies/approve', {
+      method: 'POST',
+      body: { kind, scope: checkPolicyScope(kind, scope), version: checkPolicyVersion(version) },
+      ...(signal !== undefined ? { signal } : {}),
+    });
+  }
+
+  /** Rejects a pending proposal (its author may withdraw it). */
+  rejectPolicy(
+    kind: PolicyKind,
+    scope: string,
+    version: number,
+    reason: string,
+    signal?: AbortSignal,
+  ): Promise<PolicySummary> {
+    return this.#json<PolicySummary>('/v1/policies/reject', {
+      method: 'POST',
+      body: { kind, scope: checkPolicyScope(kind, scope), version: checkPolicyVersion(version), reason },
+      ...(signal !== undefined ? { signal } : {}),
+    });
+  }
+
+  /** Proposes an earlier approved version's content again: a proposal like any other. */
+  rollbackPolicy(
+    kind: PolicyKind,
+    scope: string,
+    version: number,
+    rationale: string,
+    signal?: AbortSignal,
+  ): Promise<PolicySummary> {
+    return this.#json<PolicySummary>('/v1/policies/rollback', {
+      method: 'POST',
+      body: { kind, scope: checkPolicyScope(kind, scope), version: checkPolicyVersion(version), rationale },
+      ...(signal !== undefined ? { signal } : {}),
+    });
+  }
+
+  /** Switches the policy version in audit mode to enforce. */
+  enforcePolicy(version: number, signal?: AbortSignal): Promise<PolicySummary> {
+    return this.#json<PolicySummary>('/v1/policies/enforce', {
+      method: 'POST',
+      body: { version: checkPolicyVersion(version) },
+      ...(signal !== undefined ? { signal } : {}),
+    });
+  }
+
+  /** The smallest profile covering the project's last `runs` jobs (server default 50), and unused grants. */
+  suggestProfile(project: string, runs?: number, signal?: AbortSignal): Promise<ProfileSuggestion> {
+    if (!PROJECT.test(project))
+      throw new AirlockError('INVALID_OPTION', `"${project.slice(0, 200)}" is not a project name`);
+    let search = '';
+    if (runs !== undefined) {
+      if (!Number.isSafeInteger(runs) || runs < 1 || runs > MAX_SUGGEST_RUNS)
+        throw new AirlockError(
+          'INVALID_OPTION',
+          `runs: must be a whole number from 1 to ${MAX_SUGGEST_RUNS}`,
+        );
+      search = `?${new URLSearchParams({ runs: String(runs) })}`;
+    }
+    return this.#json<ProfileSuggestion>(
+      `/v1/profiles/${encodeURIComponent(project)}/suggest${search}`,
+      signal === undefined ? {} : { signal },
+    );
   }
 }
