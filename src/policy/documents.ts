@@ -268,9 +268,15 @@ export class PolicyDocuments {
     reason: string,
   ): Promise<DocumentSummary> {
     await this.#o.gate.authorize(who, 'policy.propose', { kind: 'service' });
+    // Decided before the transaction: a decision reads (and may write) the store itself, and
+    // the store runs one transaction at a time — deciding inside one would wait for ever.
+    const pending = await this.#o.store.read(async (tx) => this.#pending(tx, kind, scope, version));
+    const withdrawing = pending.author === who.name;
+    if (!withdrawing) await this.#o.gate.authorize(who, 'policy.approve', { kind: 'service' });
     return this.#o.store.transaction(async (tx) => {
       const row = await this.#pending(tx, kind, scope, version);
-      if (row.author !== who.name) await this.#o.gate.authorize(who, 'policy.approve', { kind: 'service' });
+      if (row.author !== pending.author)
+        throw new AirlockError('POLICY_CONFLICT', `${documentName(row)} changed`);
       const now = this.#now();
       if (!(await tx.policies.decide(kind, scope, version, 'rejected', who.name, now)))
         throw new AirlockError('POLICY_CONFLICT', `${documentName(row)} is no longer pending`);
@@ -324,6 +330,13 @@ export class PolicyDocuments {
         throw new AirlockError(
           'SEPARATION_OF_DUTIES',
           `policy v${version} was written by ${row.author}: another admin must enforce it`,
+        );
+      // It was written against the version then in force: if another came into force since,
+      // enforcing it would silently drop that version's rules.
+      if (row.baseVersion !== active.enforceVersion)
+        throw new AirlockError(
+          'POLICY_CONFLICT',
+          `policy v${version} was proposed against v${row.baseVersion ?? 'none'}, but v${active.enforceVersion ?? 'none'} is in force now: propose it again`,
         );
       const counts = await tx.policies.shadowCounts('policy', '', version);
       const now = this.#now();
@@ -421,7 +434,7 @@ export class PolicyDocuments {
     project: string,
     runs: number,
   ): Promise<ProfileSuggestion & { current: number }> {
-    await this.#o.gate.authorize(who, 'policy.read', { kind: 'project', project });
+    await this.#o.gate.authorize(who, 'policy.read', { kind: 'service' });
     if (!inScope(who, project)) throw new AirlockError('NOT_FOUND', `no project ${project}`);
     const count = Math.min(Math.max(1, runs), MAX_SUGGEST_RUNS);
     return this.#o.store.read(async (tx) => {
@@ -444,7 +457,8 @@ export class PolicyDocuments {
 
   async #pending(tx: Tx, kind: PolicyKind, scope: string, version: number): Promise<PolicyDocRow> {
     const row = await tx.policies.get(kind, scope, version);
-    if (row === null) throw new AirlockError('NOT_FOUND', `no proposal ${kind} ${scope} v${version}`);
+    if (row === null)
+      throw new AirlockError('NOT_FOUND', `no proposal ${documentName({ kind, scope, version })}`);
     if (row.state !== 'proposed')
       throw new AirlockError('POLICY_CONFLICT', `${documentName(row)} is not pending (it was ${row.state})`);
     return row;

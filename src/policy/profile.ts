@@ -29,7 +29,7 @@ const RESOURCE_NAMES: readonly ResourceName[] = [
 ];
 
 export const DEFAULT_PROFILE: Profile = Object.freeze({
-  runtimes: [...RUNTIME_NAMES],
+  runtimes: [...RUNTIME_NAMES].sort(),
   resources: {},
   egress: [],
   secrets: [],

@@ -412,12 +412,11 @@ describe('airlock policy / airlock profile', () => {
 });
 
 /**
- * A server bug found while writing these tests (reported, not fixed here): rejecting a
- * proposal made by another admin takes a second policy decision (gate.authorize, a
- * store.read) inside the store transaction of PolicyDocuments.reject, and the SQLite store
- * runs one read or transaction at a time — so the rejection waits for itself and every later
- * request waits behind it. The server runs in a child process here, so that a wedged one can
- * be killed. Remove `todo` once the server is fixed.
+ * A regression test: rejecting a proposal made by another admin once took a second policy
+ * decision (a store read) inside the store transaction of PolicyDocuments.reject, and the
+ * SQLite store runs one read or transaction at a time — so the rejection waited for itself
+ * and every later request behind it. The server runs in a child process here, so that a
+ * wedged one can be killed.
  */
 describe('rejecting a proposal of another admin', () => {
   let server: CliProcess | undefined;
@@ -427,9 +426,7 @@ describe('rejecting a proposal of another admin', () => {
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
   });
 
-  test('is answered, and the server goes on answering', {
-    todo: 'server bug: PolicyDocuments.reject decides inside its own store transaction (deadlock)',
-  }, async () => {
+  test('is answered, and the server goes on answering', async () => {
     dir = await mkdtemp(join(tmpdir(), 'airlock-policy-reject-'));
     const env = {
       AIRLOCK_DATA_DIR: join(dir, 'data'),

@@ -209,14 +209,42 @@ describe('policy decisions', () => {
     );
   });
 
+  test('a version in audit mode cannot be enforced over a newer version in force', async () => {
+    const status = (await server.call('GET', '/v1/policies/status', server.admin)).body;
+    const shadow = status.policy.audit.version;
+    const newer = await server.call('POST', '/v1/policies/proposals', server.admin, {
+      kind: 'policy',
+      scope: '',
+      content: `${DEFAULT_POLICY}\n@id("no-legacy") forbid (principal, action == Airlock::Action::"job.submit", resource) when { context.project == "legacy" };\n`,
+      rationale: 'no more legacy jobs',
+    });
+    assert.equal(newer.status, 201, JSON.stringify(newer.body));
+    const approved = await server.call('POST', '/v1/policies/approve', bob, {
+      kind: 'policy',
+      scope: '',
+      version: newer.body.version,
+    });
+    assert.equal(approved.status, 200, JSON.stringify(approved.body));
+    // Enforcing the older audit-mode version now would silently drop "no-legacy".
+    const enforced = await server.call('POST', '/v1/policies/enforce', bob, { version: shadow });
+    assert.equal(enforced.status, 409, JSON.stringify(enforced.body));
+    assert.equal(enforced.body.error.code, 'POLICY_CONFLICT');
+    const legacy = await server.call('POST', '/v1/jobs', server.admin, {
+      version: 1,
+      project: 'legacy',
+      command: ['true'],
+    });
+    assert.equal(legacy.body.error?.code, 'POLICY_DENIED');
+  });
+
   test('a policy changed in the database below Airlock refuses every decision (fail closed)', async () => {
     const dataDir = server.dataDir;
     await server.plane.close();
     const db = new Database(join(dataDir, DATABASE_FILE));
     db.exec('DROP TRIGGER policy_documents_fixed');
-    db.prepare("UPDATE policy_documents SET content = ? WHERE kind = 'policy' AND version = 1").run(
-      '@id("all") permit (principal, action, resource);',
-    );
+    db.prepare(
+      "UPDATE policy_documents SET content = ? WHERE kind = 'policy' AND version = (SELECT enforce_version FROM policy_active WHERE kind = 'policy')",
+    ).run('@id("all") permit (principal, action, resource);');
     db.close();
     const plane = await startControlPlane({
       config: { ...SERVER_DEFAULTS, dataDir },
