@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import {
   chmodSync,
   closeSync,
@@ -762,6 +763,9 @@ export class SqliteStore implements Store {
     return new SqliteStore(db);
   }
 
+  /** Set while a read or transaction runs: nested store access is refused, not deadlocked. */
+  readonly #inside = new AsyncLocalStorage<boolean>();
+
   async transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
     return this.#exclusive(async () => {
       this.#begin.run();
@@ -806,7 +810,16 @@ export class SqliteStore implements Store {
   /** Runs `work` alone on the connection (one transaction or read at a time). */
   #exclusive<T>(work: () => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(new AirlockError('STORE_FAILED', 'the database is closed'));
-    const run = this.#lock.then(work, work);
+    // A read or transaction opened from inside another would wait for itself, and every
+    // request after it would wait behind it: a programming error, refused loudly instead.
+    if (this.#inside.getStore() === true)
+      return Promise.reject(
+        new RangeError(
+          'store: a read or transaction was opened inside another one (it would wait for itself)',
+        ),
+      );
+    const inside = () => this.#inside.run(true, work);
+    const run = this.#lock.then(inside, inside);
     this.#lock = run.catch(() => undefined);
     return run;
   }
