@@ -23,6 +23,9 @@ export function tokenInfo(row: TokenRow): TokenInfo {
   };
 }
 
+/** Principal names Airlock uses for itself in the audit log. */
+export const RESERVED_PRINCIPALS: readonly string[] = ['system', 'anonymous', 'airlock'];
+
 export class TokenService {
   readonly #store: Store;
   readonly #audit: AuditLog;
@@ -36,6 +39,13 @@ export class TokenService {
 
   async create(who: Principal, request: TokenCreateRequest): Promise<TokenCreated> {
     requireAction(who, 'token.manage');
+    // Names Airlock itself writes in the audit log: a token named so could pass its actions
+    // off as the system's.
+    if (RESERVED_PRINCIPALS.includes(request.principal))
+      throw new AirlockError(
+        'INVALID_REQUEST',
+        `principal: "${request.principal}" is reserved for Airlock itself`,
+      );
     if (request.role === 'submitter' && request.projects.includes('*') && request.projects.length > 1)
       throw new AirlockError('INVALID_REQUEST', 'projects: "*" stands alone');
     let requestKey: string | null = null;

@@ -156,7 +156,8 @@ when {
    context.resources.memoryMiB > 4096 ||
    context.resources.pids > 1024 ||
    context.resources.timeoutSeconds > 3600 ||
-   context.resources.diskMiB > 8192)
+   context.resources.diskMiB > 8192 ||
+   context.resources.outputKiB > 16384)
 };
 
 @id("staging-ceilings")
@@ -167,7 +168,8 @@ when {
    context.resources.memoryMiB > 8192 ||
    context.resources.pids > 2048 ||
    context.resources.timeoutSeconds > 7200 ||
-   context.resources.diskMiB > 16384)
+   context.resources.diskMiB > 16384 ||
+   context.resources.outputKiB > 65536)
 };
 
 @id("prod-ceilings")
@@ -178,6 +180,7 @@ when {
    context.resources.memoryMiB > 16384 ||
    context.resources.pids > 4096 ||
    context.resources.timeoutSeconds > 14400 ||
-   context.resources.diskMiB > 32768)
+   context.resources.diskMiB > 32768 ||
+   context.resources.outputKiB > 262144)
 };
 `;

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { AuditLog } from '../audit/audit-log.js';
 import { inScope, type Principal } from '../auth/principal.js';
 import { AirlockError } from '../errors.js';
@@ -60,6 +60,8 @@ export interface PolicyDocumentsOptions {
 }
 
 const MAX_RATIONALE = 2000;
+/** Pending proposals one author may have at a time. */
+const MAX_PENDING = 20;
 const HISTORY_LIMIT = 200;
 export const MAX_SUGGEST_RUNS = 1000;
 
@@ -165,6 +167,15 @@ export class PolicyDocuments {
         throw new AirlockError(
           'POLICY_INVALID',
           `this is the content of version ${current.version}, already in force`,
+        );
+      // Proposals are kept for ever: one author cannot bury the queue under them.
+      const mine = (await tx.policies.pending(MAX_PENDING * 10)).filter(
+        (row) => row.author === who.name,
+      ).length;
+      if (mine >= MAX_PENDING)
+        throw new AirlockError(
+          'POLICY_CONFLICT',
+          `${who.name} already has ${mine} pending proposals: have them decided or withdraw some (airlock policy reject N)`,
         );
       const version = await tx.policies.nextVersion(request.kind, request.scope);
       const row: PolicyDocRow = {
@@ -301,6 +312,11 @@ export class PolicyDocuments {
     toVersion: number,
     rationale: string,
   ): Promise<DocumentSummary> {
+    // Decided (and the scope checked) before anything is looked up: a 404 must not tell a
+    // token outside the project which versions of its profile exist.
+    await this.#o.gate.authorize(who, 'policy.propose', { kind: 'service' });
+    if (!this.#visible(who, scope))
+      throw new AirlockError('NOT_FOUND', `no approved version ${toVersion} of profile ${scope}`);
     const earlier = await this.#o.store.read(async (tx) => tx.policies.get(kind, scope, toVersion));
     if (earlier === null || earlier.state !== 'approved')
       throw new AirlockError(
@@ -471,33 +487,35 @@ export class PolicyDocuments {
 
   /**
    * A policy that would forbid admins to read, propose or approve policy would leave nobody
-   * able to repair it: such a proposal is refused.
+   * able to repair it: such a proposal is refused. Tried for an admin of a random name (so a
+   * rule cannot spare the name the check uses), with and without a request key, now and at
+   * dates up to a century ahead (so a rule with a fuse shows). A rule that denies only at
+   * some hours is not a lockout: admins repair it at others.
    */
   #checkNoLockout(content: string): void {
     const compiled = this.#o.gate.engine.compile(content);
-    const admin: Principal = {
-      tokenId: 'lockout-check',
-      name: 'lockout-check',
-      role: 'admin',
-      projects: ['*'],
-      source: '',
-    };
-    for (const action of ['policy.read', 'policy.propose', 'policy.approve'] as const) {
-      try {
-        this.#o.gate.decide(
-          { enforce: { version: 0, compiled }, audit: null },
-          admin,
-          action,
-          { kind: 'service' },
-          null,
-        );
-      } catch (error) {
-        throw new AirlockError(
-          'POLICY_INVALID',
-          `this policy would deny admins ${action}, so nobody could change it again: ${(error as Error).message}`,
-        );
-      }
-    }
+    const active = { enforce: { version: 0, compiled }, audit: null };
+    const name = `lockout-check-${randomBytes(6).toString('hex')}`;
+    const admins: Principal[] = [
+      { tokenId: name, name, role: 'admin', projects: ['*'], source: '' },
+      { tokenId: name, name, role: 'admin', projects: ['*'], source: '', requestKey: 'ssh-ed25519 AAAA' },
+    ];
+    const start = this.#now();
+    const day = 24 * 3600 * 1000;
+    // Now, and later: a rule that starts denying at some date is a lockout with a fuse.
+    const times = [0, 1, 7, 30, 365, 3650, 36500].map((days) => start + days * day);
+    for (const admin of admins)
+      for (const at of times)
+        for (const action of ['policy.read', 'policy.propose', 'policy.approve'] as const) {
+          try {
+            this.#o.gate.decide(active, admin, action, { kind: 'service' }, null, at);
+          } catch (error) {
+            throw new AirlockError(
+              'POLICY_INVALID',
+              `this policy would deny admins ${action} (at ${new Date(at).toISOString()}), so nobody could change it again: ${(error as Error).message}`,
+            );
+          }
+        }
   }
 }
 

@@ -50,6 +50,60 @@ const SCHEMA_ID = 'airlock-schema-v1';
 export const MAX_POLICY_BYTES = 256 * 1024;
 const MAX_POLICIES = 1000;
 const POLICY_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+/**
+ * Cedar's parser recurses on nesting and on long operator chains; deep enough input
+ * overflows its stack inside WebAssembly and corrupts the module's memory, after which
+ * nothing can be evaluated. Text is refused before Cedar sees it when it nests deeper than
+ * this or a policy has more tokens than this (real policies use a few hundred at most).
+ */
+export const MAX_POLICY_NESTING = 32;
+export const MAX_POLICY_TOKENS = 1000;
+
+/**
+ * Bounds the text before Cedar parses it: nesting of ( [ { and tokens per policy (a policy
+ * ends at a `;` outside brackets). Strings and comments are skipped as Cedar reads them.
+ */
+export function checkPolicyShape(text: string): void {
+  let depth = 0;
+  let tokens = 0;
+  let policy = 1;
+  let i = 0;
+  const refuse = (why: string): never => {
+    throw new AirlockError('POLICY_INVALID', `policy ${policy} of the set: ${why}`);
+  };
+  while (i < text.length) {
+    const c = text[i] as string;
+    if (c === ' ' || c === '\t' || c === '\n' || c === '\r') {
+      i++;
+      continue;
+    }
+    if (c === '/' && text[i + 1] === '/') {
+      const end = text.indexOf('\n', i);
+      i = end === -1 ? text.length : end + 1;
+      continue;
+    }
+    tokens++;
+    if (tokens > MAX_POLICY_TOKENS)
+      refuse(`more than ${MAX_POLICY_TOKENS} tokens: split it into several policies`);
+    if (c === '"') {
+      i++;
+      while (i < text.length && text[i] !== '"') i += text[i] === '\\' ? 2 : 1;
+      i++;
+      continue;
+    }
+    if (c === '(' || c === '[' || c === '{') {
+      depth++;
+      if (depth > MAX_POLICY_NESTING) refuse(`nested deeper than ${MAX_POLICY_NESTING}`);
+    } else if (c === ')' || c === ']' || c === '}') depth = Math.max(0, depth - 1);
+    else if (c === ';' && depth === 0) {
+      policy++;
+      tokens = 0;
+    } else if (/[A-Za-z0-9_]/.test(c)) {
+      while (i + 1 < text.length && /[A-Za-z0-9_]/.test(text[i + 1] as string)) i++;
+    }
+    i++;
+  }
+}
 
 function messages(errors: ReadonlyArray<{ message: string }>): string {
   return errors
@@ -60,6 +114,40 @@ function messages(errors: ReadonlyArray<{ message: string }>): string {
 
 export class CedarEngine {
   readonly #compiled = new Map<string, CompiledPolicySet>();
+  /** Set when the WebAssembly module failed (a trap, a stack overflow): its memory may be corrupt. */
+  #broken: string | null = null;
+
+  /**
+   * Calls into Cedar. A trap inside WebAssembly leaves the module unusable: from then on every
+   * call is refused (fail closed) until the process is restarted.
+   */
+  #call<T>(work: () => T): T {
+    if (this.#broken !== null)
+      throw new AirlockError(
+        'POLICY_ERROR',
+        `the policy engine failed earlier (${this.#broken}) and refuses every decision: restart the server`,
+      );
+    try {
+      return work();
+    } catch (error) {
+      if (error instanceof RangeError || (error instanceof Error && error.name === 'RuntimeError')) {
+        this.#broken = describeError(error);
+        throw new AirlockError(
+          'POLICY_ERROR',
+          `the policy engine failed: ${this.#broken}; restart the server`,
+          {
+            cause: error,
+          },
+        );
+      }
+      throw error;
+    }
+  }
+
+  /** Why the engine stopped working, or null (health checks and logs). */
+  get broken(): string | null {
+    return this.#broken;
+  }
 
   constructor() {
     const schema = cedar.preparseSchema(SCHEMA_ID, CEDAR_SCHEMA);
@@ -80,7 +168,8 @@ export class CedarEngine {
     if (cached !== undefined) return cached;
     if (Buffer.byteLength(text, 'utf8') > MAX_POLICY_BYTES)
       throw new AirlockError('POLICY_INVALID', `a policy set may hold at most ${MAX_POLICY_BYTES} bytes`);
-    const parts = cedar.policySetTextToParts(text);
+    checkPolicyShape(text);
+    const parts = this.#call(() => cedar.policySetTextToParts(text));
     if (parts.type !== 'success')
       throw new AirlockError('POLICY_INVALID', `the policy does not parse: ${messages(parts.errors)}`);
     if (parts.policy_templates.length > 0)
@@ -90,7 +179,7 @@ export class CedarEngine {
     // Every policy carries a unique @id: decisions and the audit log name policies by it.
     const byId: Record<string, string> = {};
     for (const policy of parts.policies) {
-      const json = cedar.policyToJson(policy);
+      const json = this.#call(() => cedar.policyToJson(policy));
       if (json.type !== 'success')
         throw new AirlockError('POLICY_INVALID', `the policy does not parse: ${messages(json.errors)}`);
       const id = json.json.annotations?.id;
@@ -102,11 +191,13 @@ export class CedarEngine {
       if (id in byId) throw new AirlockError('POLICY_INVALID', `two policies have the @id "${id}"`);
       byId[id] = policy;
     }
-    const validation = cedar.validate({
-      schema: CEDAR_SCHEMA,
-      policies: { staticPolicies: byId },
-      validationSettings: { mode: 'strict' },
-    });
+    const validation = this.#call(() =>
+      cedar.validate({
+        schema: CEDAR_SCHEMA,
+        policies: { staticPolicies: byId },
+        validationSettings: { mode: 'strict' },
+      }),
+    );
     if (validation.type !== 'success')
       throw new AirlockError(
         'POLICY_INVALID',
@@ -120,7 +211,7 @@ export class CedarEngine {
           .map((error) => `${error.policyId}: ${error.error.message}`)
           .join('; ')}`,
       );
-    const preparsed = cedar.preparsePolicySet(hash, { staticPolicies: byId });
+    const preparsed = this.#call(() => cedar.preparsePolicySet(hash, { staticPolicies: byId }));
     if (preparsed.type !== 'success')
       throw new AirlockError('POLICY_INVALID', `the policy does not parse: ${messages(preparsed.errors)}`);
     const compiled: CompiledPolicySet = { hash, policyIds: Object.keys(byId) };
@@ -132,21 +223,24 @@ export class CedarEngine {
   decide(policy: CompiledPolicySet, request: CedarRequest): CedarDecision {
     let answer: cedar.AuthorizationAnswer;
     try {
-      answer = cedar.statefulIsAuthorized({
-        principal: request.principal,
-        action: { type: 'Airlock::Action', id: request.action },
-        resource: request.resource,
-        context: request.context,
-        entities: request.entities as cedar.EntityJson[],
-        preparsedPolicySetId: policy.hash,
-        // The request is not validated against the schema here: it costs a third of the
-        // decision, and it guards nothing the rest does not. Policies are validated against
-        // the schema when compiled, requests are built by buildRequest() alone, and a
-        // context that lacked an attribute a policy reads would make that policy error —
-        // which refuses the request below (fail closed).
-        validateRequest: false,
-      });
+      answer = this.#call(() =>
+        cedar.statefulIsAuthorized({
+          principal: request.principal,
+          action: { type: 'Airlock::Action', id: request.action },
+          resource: request.resource,
+          context: request.context,
+          entities: request.entities as cedar.EntityJson[],
+          preparsedPolicySetId: policy.hash,
+          // The request is not validated against the schema here: it costs a third of the
+          // decision, and it guards nothing the rest does not. Policies are validated against
+          // the schema when compiled, requests are built by buildRequest() alone, and a
+          // context that lacked an attribute a policy reads would make that policy error —
+          // which refuses the request below (fail closed).
+          validateRequest: false,
+        }),
+      );
     } catch (error) {
+      if (error instanceof AirlockError) throw error;
       throw new AirlockError('POLICY_ERROR', `the policy could not be evaluated: ${describeError(error)}`, {
         cause: error,
       });

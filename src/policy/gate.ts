@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { AuditLog } from '../audit/audit-log.js';
 import { type Action, type Principal, requireAction } from '../auth/principal.js';
 import { AirlockError } from '../errors.js';
@@ -156,6 +157,12 @@ export class PolicyGate {
             'POLICY_ERROR',
             `the profile ${scope} v${row.enforceVersion} is missing or not approved`,
           );
+        // As for policies: a stored profile is used only if it matches its hash.
+        if (createHash('sha256').update(document.content, 'utf8').digest('hex') !== document.contentHash)
+          throw new AirlockError(
+            'POLICY_ERROR',
+            `the profile ${scope} v${row.enforceVersion} does not match its hash`,
+          );
         profile = parseProfile(document.content);
         this.#profiles.set(key, profile);
       }
@@ -174,9 +181,11 @@ export class PolicyGate {
     action: Action,
     target: PolicyTarget,
     job: JobFacts | null,
+    /** When the decision is made (default: now); the lockout check tries other times. */
+    at: number = this.#now(),
   ): PolicyDecision {
     requireAction(who, action);
-    const request = buildRequest(who, action, target, job, this.#now());
+    const request = buildRequest(who, action, target, job, at);
     const enforced = this.#o.engine.decide(active.enforce.compiled, request);
     let shadow: VersionDecision | null = null;
     if (active.audit !== null) {

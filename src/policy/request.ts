@@ -127,7 +127,9 @@ export function buildRequest(
     },
     // Cedar has whole numbers only: CPUs in thousandths.
     resources: {
-      milliCpus: Math.round((resources?.cpus ?? 0) * 1000),
+      // Rounded up: 2.0004 CPUs is more than a 2-CPU ceiling allows.
+      // (Through millionths first, so that 1.1 × 1000 = 1100.0000000000002 stays 1100.)
+      milliCpus: Math.ceil(Math.round((resources?.cpus ?? 0) * 1e6) / 1000),
       memoryMiB: resources?.memoryMiB ?? 0,
       pids: resources?.pids ?? 0,
       timeoutSeconds: Math.ceil(resources?.timeoutSeconds ?? 0),
