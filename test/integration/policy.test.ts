@@ -153,6 +153,37 @@ describe('policy decisions', () => {
     assert.equal(lockout.status, 400);
     assert.equal(lockout.body.error.code, 'POLICY_INVALID');
     assert.match(lockout.body.error.message, /policy\.read|policy\.propose|policy\.approve/);
+    // Nor can a rule spare the name the check uses, or wait for a date to lock admins out.
+    for (const rule of [
+      'forbid (principal, action in [Airlock::Action::"policy.read", Airlock::Action::"policy.propose", Airlock::Action::"policy.approve"], resource) unless { principal.name == "lockout-check" };',
+      'forbid (principal, action == Airlock::Action::"policy.approve", resource) when { context.time.epochSeconds > 1900000000 };',
+    ]) {
+      const sneaky = await server.call('POST', '/v1/policies/proposals', server.admin, {
+        kind: 'policy',
+        scope: '',
+        content: `${DEFAULT_POLICY}\n@id("sneaky") ${rule}\n`,
+        rationale: 'looks harmless',
+      });
+      assert.equal(sneaky.status, 400, rule);
+      assert.equal(sneaky.body.error.code, 'POLICY_INVALID', rule);
+    }
+    // Text that would overflow the engine's parser is refused, and the engine goes on deciding.
+    const deep = await server.call('POST', '/v1/policies/proposals', server.admin, {
+      kind: 'policy',
+      scope: '',
+      content: `@id("deep") forbid (principal, action, resource) when { ${'('.repeat(120)}context.signed${')'.repeat(120)} };`,
+      rationale: 'deep',
+    });
+    assert.equal(deep.body.error?.code, 'POLICY_INVALID');
+    assert.equal((await server.call('GET', '/v1/policies/status', server.admin)).status, 200);
+    assert.equal((await server.call('GET', '/readyz', null)).status, 200);
+    // Names Airlock writes for itself are not for tokens.
+    const system = await server.call('POST', '/v1/tokens', server.admin, {
+      principal: 'system',
+      role: 'admin',
+      projects: ['*'],
+    });
+    assert.equal(system.status, 400);
     const mine = await server.call('POST', '/v1/policies/proposals', server.admin, {
       kind: 'policy',
       scope: '',
@@ -237,6 +268,46 @@ describe('policy decisions', () => {
     assert.equal(legacy.body.error?.code, 'POLICY_DENIED');
   });
 
+  test('a profile changed in the database below Airlock refuses jobs of its project (fail closed)', async () => {
+    const proposed = await server.call('POST', '/v1/policies/proposals', server.admin, {
+      kind: 'profile',
+      scope: 'tight',
+      content: JSON.stringify({ runtimes: ['gvisor'], resources: { memoryMiB: 256 } }),
+      rationale: 'tight project',
+    });
+    assert.equal(proposed.status, 201, JSON.stringify(proposed.body));
+    const approved = await server.call('POST', '/v1/policies/approve', bob, {
+      kind: 'profile',
+      scope: 'tight',
+      version: 1,
+    });
+    assert.equal(approved.status, 200, JSON.stringify(approved.body));
+    const job = {
+      version: 1,
+      project: 'tight',
+      command: ['true'],
+      runtime: 'runc',
+      resources: { memoryMiB: 4096 },
+    };
+    const exceeded = await server.call('POST', '/v1/jobs', server.admin, job);
+    assert.equal(exceeded.body.error?.code, 'PROFILE_EXCEEDED');
+    assert.match(exceeded.body.error.message, /runtime runc.*resources\.memoryMiB 4096/);
+    const dataDir = server.dataDir;
+    await server.plane.close();
+    const db = new Database(join(dataDir, DATABASE_FILE));
+    db.exec('DROP TRIGGER policy_documents_fixed');
+    db.prepare("UPDATE policy_documents SET content = ? WHERE kind = 'profile' AND scope = 'tight'").run(
+      JSON.stringify({ runtimes: ['runc', 'gvisor'], resources: { memoryMiB: 65536 } }),
+    );
+    db.exec(`CREATE TRIGGER policy_documents_fixed BEFORE UPDATE OF content ON policy_documents
+      BEGIN SELECT RAISE(ABORT, 'a policy document cannot be changed once proposed'); END;`);
+    db.close();
+    server = await reopen(server);
+    const refused = await server.call('POST', '/v1/jobs', server.admin, job);
+    assert.equal(refused.body.error?.code, 'POLICY_ERROR', JSON.stringify(refused.body));
+    assert.match(refused.body.error.message, /profile tight v1 does not match its hash/);
+  });
+
   test('a policy changed in the database below Airlock refuses every decision (fail closed)', async () => {
     const dataDir = server.dataDir;
     await server.plane.close();
@@ -277,3 +348,22 @@ describe('policy decisions', () => {
     assert.match(denied, /^POLICY_ERROR/);
   });
 });
+
+/** The suite's server again on its data directory (after a test closed it to edit the database). */
+async function reopen(previous: TestServer): Promise<TestServer> {
+  const plane = await startControlPlane({
+    config: { ...SERVER_DEFAULTS, dataDir: previous.dataDir },
+    logger: createLogger('silent', 'test'),
+    version: 'test',
+  });
+  return {
+    ...previous,
+    plane,
+    url: plane.url,
+    call: (method, path, token, body, headers = {}) => call(plane.url, method, path, token, body, headers),
+    close: async () => {
+      await plane.close().catch(() => undefined);
+      await previous.close();
+    },
+  };
+}

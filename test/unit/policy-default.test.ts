@@ -470,3 +470,40 @@ describe('the Cedar engine', () => {
     );
   });
 });
+
+describe('policy text bounds and audit-mode errors', () => {
+  test('text nested too deep or a policy too long is refused before Cedar parses it, and the engine goes on', () => {
+    const deep = `@id("deep") forbid (principal, action, resource) when { ${'('.repeat(120)}context.signed${')'.repeat(120)} };`;
+    const long = `@id("long") forbid (principal, action, resource) when { ${Array(3000).fill('context.signed').join(' && ')} };`;
+    for (const text of [deep, long])
+      assert.throws(
+        () => engine.compile(text),
+        (error: unknown) =>
+          isAirlockError(error, 'POLICY_INVALID') && /nested deeper|tokens/.test(error.message),
+      );
+    // Parentheses inside strings and comments do not count.
+    assert.doesNotThrow(() =>
+      engine.compile(
+        `${DEFAULT_POLICY}\n// ${'('.repeat(100)}\n@id("str") forbid (principal, action, resource) when { context.project == "${'('.repeat(100)}" };`,
+      ),
+    );
+    assert.equal(engine.broken, null);
+    assert.equal(gate.decide(active, submitter, 'job.submit', project, job()).allowed, true);
+  });
+
+  test('a version in audit mode that errors counts as a would-deny and refuses nothing', () => {
+    const erroring = engine.compile(
+      `${DEFAULT_POLICY}\n@id("boom") forbid (principal, action, resource) when { context.risk.score + 9223372036854775807 > 0 };`,
+    );
+    const decision = gate.decide(
+      { enforce: { version: 1, compiled }, audit: { version: 9, compiled: erroring } },
+      submitter,
+      'job.submit',
+      project,
+      job(),
+    );
+    assert.equal(decision.allowed, true);
+    assert.equal(decision.shadow?.allowed, false);
+    assert.deepEqual(decision.shadow?.policies, ['(evaluation error)']);
+  });
+});
