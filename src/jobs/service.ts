@@ -210,6 +210,7 @@ export class JobService {
           trust: admitted.trust,
           scriptDigest: admitted.trust.scriptDigest,
           originKey: admitted.originKey,
+          asked: admitted.asked,
         });
         await this.#o.audit.append(tx, {
           actor: who.name,

@@ -2,7 +2,7 @@ import type { JobSpecV1 } from '../api/types.js';
 import type { Principal } from '../auth/principal.js';
 import { AirlockError } from '../errors.js';
 import type { VerifiedSignature } from '../signing/verifier.js';
-import type { JobTrust, Tx } from '../store/store.js';
+import type { JobAsked, JobTrust, Tx } from '../store/store.js';
 import { egressOf, factsOfSpec, resourcesOf, secretsOf } from './facts.js';
 import type { PolicyDecision, PolicyGate } from './gate.js';
 import { exceeded } from './profile.js';
@@ -13,6 +13,8 @@ export interface Admission {
   readonly decision: PolicyDecision;
   /** Where the job came from (issuer, repository, workflow), for the new-origin risk factor. */
   readonly originKey: string | null;
+  /** What the job asks for, kept small on its row (risk history, profile suggestions). */
+  readonly asked: JobAsked;
 }
 
 /**
@@ -32,7 +34,7 @@ export async function admitJob(
   const origin = who.origin ?? null;
   const originKey = origin === null ? null : `${origin.issuer} ${origin.repository} ${origin.workflow}`;
   const key = signature === null ? null : await tx.signingKeys.get(signature.keyId);
-  const history = (await tx.jobs.recentSpecs(spec.project, HISTORY_JOBS)).map(resourcesOf);
+  const history = (await tx.jobs.recentAsked(spec.project, HISTORY_JOBS)).map((asked) => asked.resources);
   const risk = riskOf({
     signed: signature !== null,
     keyCreatedAt: key?.createdAt ?? null,
@@ -66,6 +68,12 @@ export async function admitJob(
   return {
     decision,
     originKey,
+    asked: {
+      runtime: facts.runtime,
+      resources: { ...facts.resources },
+      egress: [...facts.egress],
+      secrets: [...facts.secrets],
+    },
     trust: {
       signer,
       origin,

@@ -454,9 +454,12 @@ export class PolicyDocuments {
     if (!inScope(who, project)) throw new AirlockError('NOT_FOUND', `no project ${project}`);
     const count = Math.min(Math.max(1, runs), MAX_SUGGEST_RUNS);
     return this.#o.store.read(async (tx) => {
-      const jobs = await tx.jobs.list({ project, limit: count });
+      const asked = await tx.jobs.recentAsked(project, count);
       const active = await this.#o.gate.profileFor(tx, project, '');
-      const facts = jobs.map((job) => factsOfSpec(job.spec, job.trust));
+      const facts = asked.map((job) => ({
+        ...factsOfSpec({ version: 1, project, command: [''] }, null),
+        ...job,
+      }));
       return { ...suggestProfile(facts, active.profile), current: active.version };
     });
   }

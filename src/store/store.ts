@@ -70,6 +70,23 @@ export interface JobRow {
   /** SHA-256 of what it runs (src/policy/risk.ts), and where it came from: risk history. */
   scriptDigest: string | null;
   originKey: string | null;
+  /** What it asked for, small (risk history, profile suggestions); null for jobs from before policy. */
+  asked: JobAsked | null;
+}
+
+/** What a job asked for: the part of its spec that permissions are about. */
+export interface JobAsked {
+  runtime: string;
+  resources: {
+    cpus: number;
+    memoryMiB: number;
+    pids: number;
+    timeoutSeconds: number;
+    diskMiB: number;
+    outputKiB: number;
+  };
+  egress: string[];
+  secrets: string[];
 }
 
 export type NewJob = Omit<JobRow, 'seq'>;
@@ -97,8 +114,8 @@ export interface JobRepo {
   expiredLeases(now: number, limit: number): Awaitable<JobRow[]>;
   /** Writes every mutable column of the row (state machine moves happen in the service). */
   update(job: JobRow): Awaitable<void>;
-  /** The specs of the project's newest jobs, newest first (risk: resources against history). */
-  recentSpecs(project: string, limit: number): Awaitable<JobSpecV1[]>;
+  /** What the project's newest jobs asked for, newest first (jobs from before policy left out). */
+  recentAsked(project: string, limit: number): Awaitable<JobAsked[]>;
   /** Whether a job of the project ran this script before (risk: a first run). */
   scriptSeen(project: string, scriptDigest: string): Awaitable<boolean>;
   /** Whether a job of the project came from this origin before (risk: a new origin). */

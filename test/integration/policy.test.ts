@@ -106,6 +106,28 @@ describe('policy decisions', () => {
     assert.equal(read.details.policy.decision, 'allow');
   });
 
+  test("a job asking far more than the project's recent jobs scores higher", async () => {
+    for (let i = 0; i < 5; i++)
+      assert.equal(
+        (
+          await server.call('POST', '/v1/jobs', server.admin, {
+            version: 1,
+            project: 'hist',
+            command: ['echo', String(i)],
+            resources: { memoryMiB: 256 },
+          })
+        ).status,
+        201,
+      );
+    const big = await server.call('POST', '/v1/jobs', server.admin, {
+      version: 1,
+      project: 'hist',
+      command: ['echo', '0'],
+      resources: { memoryMiB: 2048 },
+    });
+    assert.deepEqual(big.body.trust.risk, { score: 40, factors: ['unsigned', 'resources-above-history'] });
+  });
+
   test('unsigned code outside dev is refused, and the refusal names the policy', async () => {
     const refused = await server.call('POST', '/v1/jobs', server.admin, {
       version: 1,

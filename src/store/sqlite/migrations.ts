@@ -260,6 +260,9 @@ CREATE TABLE policy_shadow_counts (
 ALTER TABLE jobs ADD COLUMN trust TEXT;
 ALTER TABLE jobs ADD COLUMN script_digest TEXT;
 ALTER TABLE jobs ADD COLUMN origin_key TEXT;
+-- What the job asked for (runtime, resources, egress, secrets) in a few bytes: risk history
+-- and profile suggestions read this, never the specs (which may be megabytes each).
+ALTER TABLE jobs ADD COLUMN asked TEXT;
 CREATE INDEX jobs_script ON jobs (project, script_digest);
 CREATE INDEX jobs_origin ON jobs (project, origin_key);
 `,

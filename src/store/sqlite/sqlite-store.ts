@@ -17,6 +17,7 @@ import type {
   AuditRepo,
   AuditRow,
   CheckpointRow,
+  JobAsked,
   JobFilter,
   JobRepo,
   JobRow,
@@ -83,6 +84,7 @@ interface JobDbRow {
   trust: string | null;
   script_digest: string | null;
   origin_key: string | null;
+  asked: string | null;
 }
 
 function jobFromDb(row: JobDbRow): JobRow {
@@ -117,6 +119,7 @@ function jobFromDb(row: JobDbRow): JobRow {
     trust: row.trust === null ? null : (JSON.parse(row.trust) as JobRow['trust']),
     scriptDigest: row.script_digest,
     originKey: row.origin_key,
+    asked: row.asked === null ? null : (JSON.parse(row.asked) as JobRow['asked']),
   };
 }
 
@@ -151,6 +154,7 @@ function jobToDb(job: NewJob & { seq?: number }): Params {
     trust: job.trust === null || job.trust === undefined ? null : JSON.stringify(job.trust),
     script_digest: job.scriptDigest ?? null,
     origin_key: job.originKey ?? null,
+    asked: job.asked === null || job.asked === undefined ? null : JSON.stringify(job.asked),
   };
 }
 
@@ -387,7 +391,9 @@ function statements(db: Db) {
        ON CONFLICT (fingerprint, nonce) DO NOTHING`,
     ),
     noncePurge: db.prepare('DELETE FROM consumed_nonces WHERE expires_at < ?'),
-    jobRecentSpecs: db.prepare('SELECT spec FROM jobs WHERE project = ? ORDER BY seq DESC LIMIT ?').pluck(),
+    jobRecentAsked: db
+      .prepare('SELECT asked FROM jobs WHERE project = ? AND asked IS NOT NULL ORDER BY seq DESC LIMIT ?')
+      .pluck(),
     jobScriptSeen: db.prepare('SELECT 1 FROM jobs WHERE project = ? AND script_digest = ? LIMIT 1').pluck(),
     jobOriginSeen: db.prepare('SELECT 1 FROM jobs WHERE project = ? AND origin_key = ? LIMIT 1').pluck(),
     policyInsert: db.prepare(
@@ -581,8 +587,8 @@ class SqliteTx implements Tx {
         return row === undefined ? null : jobFromDb(row);
       },
       expiredLeases: (now, limit) => (s.jobExpired.all(now, limit) as JobDbRow[]).map(jobFromDb),
-      recentSpecs: (project, limit) =>
-        (s.jobRecentSpecs.all(project, limit) as string[]).map((spec) => JSON.parse(spec) as JobRow['spec']),
+      recentAsked: (project, limit) =>
+        (s.jobRecentAsked.all(project, limit) as string[]).map((asked) => JSON.parse(asked) as JobAsked),
       scriptSeen: (project, digest) => s.jobScriptSeen.get(project, digest) !== undefined,
       originSeen: (project, key) => s.jobOriginSeen.get(project, key) !== undefined,
       update: (job) => {
