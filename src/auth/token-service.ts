@@ -37,7 +37,12 @@ export class TokenService {
     this.#now = options.now ?? Date.now;
   }
 
-  async create(who: Principal, request: TokenCreateRequest): Promise<TokenCreated> {
+  /** `policy`: the policy decision that allowed it, recorded with its audit event. */
+  async create(
+    who: Principal,
+    request: TokenCreateRequest,
+    policy?: Record<string, unknown>,
+  ): Promise<TokenCreated> {
     requireAction(who, 'token.manage');
     // Names Airlock itself writes in the audit log: a token named so could pass its actions
     // off as the system's.
@@ -81,6 +86,7 @@ export class TokenService {
           projects: issued.row.projects,
           expiresAt: issued.row.expiresAt,
           signedRequests: issued.row.requestKey !== null,
+          ...(policy !== undefined ? { policy } : {}),
         },
       });
       return { token: tokenInfo(issued.row), secret: issued.token };
@@ -101,7 +107,7 @@ export class TokenService {
     });
   }
 
-  async revoke(who: Principal, id: string): Promise<TokenInfo> {
+  async revoke(who: Principal, id: string, policy?: Record<string, unknown>): Promise<TokenInfo> {
     requireAction(who, 'token.manage');
     return this.#store.transaction(async (tx) => {
       const row = await tx.tokens.get(id);
@@ -116,7 +122,7 @@ export class TokenService {
         target: `token:${id}`,
         outcome: 'succeeded',
         source: who.source,
-        details: { principal: row.principal, role: row.role },
+        details: { principal: row.principal, role: row.role, ...(policy !== undefined ? { policy } : {}) },
       });
       return tokenInfo(row);
     });

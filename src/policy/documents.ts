@@ -13,7 +13,7 @@ import type {
 } from '../store/store.js';
 import { DEFAULT_POLICY } from './cedar-text.js';
 import { factsOfSpec } from './facts.js';
-import type { PolicyGate } from './gate.js';
+import { decisionDetails, type PolicyGate } from './gate.js';
 import type { ProfileSuggestion } from './profile.js';
 import {
   checkProfileScope,
@@ -140,7 +140,7 @@ export class PolicyDocuments {
     request: ProposeRequest,
     rollbackOf: number | null = null,
   ): Promise<DocumentSummary> {
-    await this.#o.gate.authorize(who, 'policy.propose', { kind: 'service' });
+    const decision = await this.#o.gate.authorize(who, 'policy.propose', { kind: 'service' });
     const rationale = request.rationale.trim();
     if (rationale.length === 0 || rationale.length > MAX_RATIONALE)
       throw new AirlockError(
@@ -203,6 +203,7 @@ export class PolicyDocuments {
         reason: rationale,
         source: who.source,
         details: {
+          policy: decisionDetails(decision),
           kind: row.kind,
           scope: row.scope,
           version,
@@ -218,7 +219,7 @@ export class PolicyDocuments {
 
   /** Approves a pending proposal: never by its author; refused if another version was applied since. */
   async approve(who: Principal, kind: PolicyKind, scope: string, version: number): Promise<DocumentSummary> {
-    await this.#o.gate.authorize(who, 'policy.approve', { kind: 'service' });
+    const decision = await this.#o.gate.authorize(who, 'policy.approve', { kind: 'service' });
     return this.#o.store.transaction(async (tx) => {
       const row = await this.#pending(tx, kind, scope, version);
       // Separation of duties: one admin alone can never change what the airlock lets in.
@@ -256,6 +257,7 @@ export class PolicyDocuments {
         reason: row.rationale,
         source: who.source,
         details: {
+          policy: decisionDetails(decision),
           kind,
           scope,
           version,
@@ -278,12 +280,12 @@ export class PolicyDocuments {
     version: number,
     reason: string,
   ): Promise<DocumentSummary> {
-    await this.#o.gate.authorize(who, 'policy.propose', { kind: 'service' });
+    let decision = await this.#o.gate.authorize(who, 'policy.propose', { kind: 'service' });
     // Decided before the transaction: a decision reads (and may write) the store itself, and
     // the store runs one transaction at a time — deciding inside one would wait for ever.
     const pending = await this.#o.store.read(async (tx) => this.#pending(tx, kind, scope, version));
     const withdrawing = pending.author === who.name;
-    if (!withdrawing) await this.#o.gate.authorize(who, 'policy.approve', { kind: 'service' });
+    if (!withdrawing) decision = await this.#o.gate.authorize(who, 'policy.approve', { kind: 'service' });
     return this.#o.store.transaction(async (tx) => {
       const row = await this.#pending(tx, kind, scope, version);
       if (row.author !== pending.author)
@@ -298,7 +300,7 @@ export class PolicyDocuments {
         outcome: 'succeeded',
         reason: reason.slice(0, MAX_RATIONALE),
         source: who.source,
-        details: { kind, scope, version, author: row.author },
+        details: { kind, scope, version, author: row.author, policy: decisionDetails(decision) },
       });
       return { ...summary(row), state: 'rejected' as const, decidedBy: who.name, decidedAt: now };
     });
@@ -335,7 +337,7 @@ export class PolicyDocuments {
    * switch is a second decision, so it too is made by an admin other than the author.
    */
   async enforce(who: Principal, version: number): Promise<DocumentSummary> {
-    await this.#o.gate.authorize(who, 'policy.approve', { kind: 'service' });
+    const decision = await this.#o.gate.authorize(who, 'policy.approve', { kind: 'service' });
     return this.#o.store.transaction(async (tx) => {
       const active = await tx.policies.active('policy', '');
       if (active === null || active.auditVersion !== version)
@@ -370,7 +372,13 @@ export class PolicyDocuments {
         outcome: 'succeeded',
         reason: `audit mode → enforce (previously in force: v${active.enforceVersion ?? 'none'})`,
         source: who.source,
-        details: { version, hash: row.contentHash, previous: active.enforceVersion, counts },
+        details: {
+          version,
+          hash: row.contentHash,
+          previous: active.enforceVersion,
+          counts,
+          policy: decisionDetails(decision),
+        },
       });
       return summary(row);
     });

@@ -38,7 +38,12 @@ export class SigningKeyService {
     this.#now = options.now ?? Date.now;
   }
 
-  async add(who: Principal, request: SigningKeyAddRequest): Promise<SigningKeyInfo> {
+  /** `policy`: the policy decision that allowed it, recorded with its audit event. */
+  async add(
+    who: Principal,
+    request: SigningKeyAddRequest,
+    policy?: Record<string, unknown>,
+  ): Promise<SigningKeyInfo> {
     requireAction(who, 'key.manage');
     if (!inScope(who, request.project))
       throw new AirlockError('FORBIDDEN', `this token may not manage keys of project "${request.project}"`);
@@ -78,6 +83,7 @@ export class SigningKeyService {
           keyType: row.keyType,
           fingerprint: row.fingerprint,
           release: row.release,
+          ...(policy !== undefined ? { policy } : {}),
         },
       });
       return signingKeyInfo(row);
@@ -90,7 +96,7 @@ export class SigningKeyService {
     return rows.filter((row) => project === undefined || row.project === project).map(signingKeyInfo);
   }
 
-  async revoke(who: Principal, id: string): Promise<SigningKeyInfo> {
+  async revoke(who: Principal, id: string, policy?: Record<string, unknown>): Promise<SigningKeyInfo> {
     requireAction(who, 'key.manage');
     return this.#store.transaction(async (tx) => {
       const row = await tx.signingKeys.get(id);
@@ -107,7 +113,12 @@ export class SigningKeyService {
           target: `key:${row.id}`,
           outcome: 'succeeded',
           source: who.source,
-          details: { project: row.project, owner: row.owner, fingerprint: row.fingerprint },
+          details: {
+            project: row.project,
+            owner: row.owner,
+            fingerprint: row.fingerprint,
+            ...(policy !== undefined ? { policy } : {}),
+          },
         });
       }
       return signingKeyInfo(row);

@@ -82,6 +82,13 @@ describe('policy decisions', () => {
     const shown = await server.call('GET', '/v1/policies/document?kind=policy', server.admin);
     assert.equal(shown.body.content, DEFAULT_POLICY);
     assert.ok(await lastEvent((event) => event.action === 'policy.bootstrap'));
+    // Administrative actions carry the decision that allowed them, like jobs do.
+    for (const action of ['token.create', 'key.add']) {
+      const event = await lastEvent((e) => e.action === action);
+      assert.equal(event.details.policy.decision, 'allow', action);
+      assert.equal(event.details.policy.version, 1, action);
+      assert.deepEqual(event.details.policy.policies, ['role-admin'], action);
+    }
   });
 
   test('a dev job is let in with its risk and decision in the record and the audit log', async () => {
@@ -220,6 +227,8 @@ describe('policy decisions', () => {
     });
     assert.equal(self.status, 403);
     assert.equal(self.body.error.code, 'SEPARATION_OF_DUTIES');
+    const proposedEvent = await lastEvent((e) => e.action === 'policy.propose');
+    assert.equal(proposedEvent.details.policy.decision, 'allow');
     const rejected = await server.call('POST', '/v1/policies/reject', server.admin, {
       kind: 'policy',
       scope: '',

@@ -1,6 +1,7 @@
 import type { Static } from '@sinclair/typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
+import { decisionDetails } from '../../policy/gate.js';
 import type { ApiDeps } from '../app.js';
 import { Name, SigningKeyAddSchema, SigningKeyInfoSchema } from '../schemas.js';
 import { errorResponses, principalOf } from './principal.js';
@@ -23,11 +24,13 @@ export function keyRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request, reply) => {
         const body = request.body as Static<typeof SigningKeyAddSchema>;
-        await deps.policy.authorize(principalOf(request), 'key.manage', {
+        const decision = await deps.policy.authorize(principalOf(request), 'key.manage', {
           kind: 'project',
           project: body.project,
         });
-        return reply.status(201).send(await deps.keys.add(principalOf(request), body));
+        return reply
+          .status(201)
+          .send(await deps.keys.add(principalOf(request), body, decisionDetails(decision)));
       },
     );
     app.get(
@@ -60,8 +63,8 @@ export function keyRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request) => {
         const { id } = request.params as Static<typeof KeyIdParams>;
-        await deps.policy.authorize(principalOf(request), 'key.manage', { kind: 'service' });
-        return deps.keys.revoke(principalOf(request), id);
+        const decision = await deps.policy.authorize(principalOf(request), 'key.manage', { kind: 'service' });
+        return deps.keys.revoke(principalOf(request), id, decisionDetails(decision));
       },
     );
   };

@@ -1,6 +1,7 @@
 import type { Static } from '@sinclair/typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
+import { decisionDetails } from '../../policy/gate.js';
 import type { ApiDeps } from '../app.js';
 import { TokenCreateSchema, TokenIdParams, TokenInfoSchema } from '../schemas.js';
 import type { TokenCreateRequest } from '../types.js';
@@ -22,8 +23,14 @@ export function tokenRoutes(deps: ApiDeps): FastifyPluginAsync {
         },
       },
       async (request, reply) => {
-        await deps.policy.authorize(principalOf(request), 'token.manage', { kind: 'service' });
-        const created = await deps.tokens.create(principalOf(request), request.body as TokenCreateRequest);
+        const decision = await deps.policy.authorize(principalOf(request), 'token.manage', {
+          kind: 'service',
+        });
+        const created = await deps.tokens.create(
+          principalOf(request),
+          request.body as TokenCreateRequest,
+          decisionDetails(decision),
+        );
         return reply.status(201).header('cache-control', 'no-store').send(created);
       },
     );
@@ -50,8 +57,14 @@ export function tokenRoutes(deps: ApiDeps): FastifyPluginAsync {
         },
       },
       async (request) => {
-        await deps.policy.authorize(principalOf(request), 'token.manage', { kind: 'service' });
-        return deps.tokens.revoke(principalOf(request), (request.params as Static<typeof TokenIdParams>).id);
+        const decision = await deps.policy.authorize(principalOf(request), 'token.manage', {
+          kind: 'service',
+        });
+        return deps.tokens.revoke(
+          principalOf(request),
+          (request.params as Static<typeof TokenIdParams>).id,
+          decisionDetails(decision),
+        );
       },
     );
   };
