@@ -69,11 +69,26 @@ export function riskOf(inputs: RiskInputs): RiskFacts {
 }
 
 /**
- * SHA-256 of what the job runs: its command, its input files and its image — not its
- * environment values or resources, which configure a script rather than change it.
+ * Environment variables that change which code runs, not just how it is configured: their
+ * values are part of a script's identity. (`BASH_ENV=$(…)` or `NODE_OPTIONS=--import=…`
+ * would otherwise run anything under the digest — and the profile — of a trusted script.)
+ */
+export const CODE_ENV = /^(BASH_ENV|ENV|SHELLOPTS|BASHOPTS|PS4|PROMPT_COMMAND|IFS|LD_.*|GCONV_PATH|NODE_OPTIONS|NODE_PATH|PYTHON.*|PERL5?OPT|PERL5?LIB|PERLIO|RUBYOPT|RUBYLIB|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|CLASSPATH|GIT_.*|NPM_CONFIG_.*|npm_config_.*)$/;
+
+/**
+ * SHA-256 of what the job runs: its command, its input files, its image, the names of its
+ * environment variables, and the values of those that change which code runs (CODE_ENV).
+ * Other values (a build number, a flag) and resources configure a script rather than change
+ * it, so they do not make it another script.
  */
 export function scriptDigestOf(spec: JobSpecV1): string {
-  const script = { command: spec.command, inputs: spec.inputs ?? [], image: spec.image ?? 'host' };
+  const env = spec.env ?? {};
+  const script = {
+    command: spec.command,
+    inputs: spec.inputs ?? [],
+    image: spec.image ?? 'host',
+    env: Object.fromEntries(Object.keys(env).map((name) => [name, CODE_ENV.test(name) ? env[name] : null])),
+  };
   return `sha256:${createHash('sha256').update(canonicalJson(script), 'utf8').digest('hex')}`;
 }
 

