@@ -39,6 +39,8 @@ export interface OidcIssuerConfig {
   readonly claims: OidcClaimNames;
   /** Claims the token must carry with one of the listed values (exact match); {} = none. */
   readonly require: Readonly<Record<string, readonly string[]>>;
+  /** Set to accept every workload the issuer vouches for, without `require` (explicitly only). */
+  readonly allowAnyWorkload: boolean;
 }
 
 /** GitHub Actions' claim names (https://docs.github.com/actions/security-for-github-actions/security-hardening-your-deployments/about-security-hardening-with-openid-connect). */
@@ -66,7 +68,16 @@ const MAX_CLAIM_VALUE_CHARS = 256;
 const UNSAFE_TEXT = /[\p{Cc}\p{Cf}\p{Cs}]/u;
 const PROJECT = new RegExp(NAME_PATTERN);
 
-const ISSUER_FIELDS = new Set(['issuer', 'audience', 'jwksUri', 'role', 'projects', 'claims', 'require']);
+const ISSUER_FIELDS = new Set([
+  'issuer',
+  'audience',
+  'jwksUri',
+  'role',
+  'projects',
+  'claims',
+  'require',
+  'allowAnyWorkload',
+]);
 const CLAIM_FIELDS = new Set(Object.keys(DEFAULT_CLAIMS));
 
 function invalid(where: string, message: string): never {
@@ -123,7 +134,7 @@ function parseIssuer(value: unknown, where: string): OidcIssuerConfig {
   for (const key of Object.keys(value))
     if (!ISSUER_FIELDS.has(key))
       invalid(where, `unknown field "${key}"; known: ${[...ISSUER_FIELDS].join(', ')}`);
-  const { issuer, audience, jwksUri, role, projects, claims, require } = value;
+  const { issuer, audience, jwksUri, role, projects, claims, require, allowAnyWorkload } = value;
   if (typeof issuer !== 'string')
     invalid(`${where}.issuer`, 'is required: the issuer URL, as tokens carry it');
   checkFetchUrl(issuer, `${where}.issuer`, 'issuer');
@@ -160,6 +171,15 @@ function parseIssuer(value: unknown, where: string): OidcIssuerConfig {
       names[key] = claimName(claim, `${where}.claims.${key}`);
     }
   }
+  if (allowAnyWorkload !== undefined && typeof allowAnyWorkload !== 'boolean')
+    invalid(`${where}.allowAnyWorkload`, 'must be true or false');
+  // A shared issuer (GitHub, GitLab.com) vouches for every repository on it: an entry that
+  // pins nothing lets anyone's workflow in. That must be said explicitly, never be a default.
+  if (require === undefined && allowAnyWorkload !== true)
+    invalid(
+      `${where}.require`,
+      'is required: pin your own workloads (e.g. {"repository_owner": ["acme"]}), or set "allowAnyWorkload": true to accept every workload this issuer vouches for',
+    );
   const required: Record<string, readonly string[]> = {};
   if (require !== undefined) {
     if (!isObject(require) || Object.keys(require).length === 0)
@@ -195,6 +215,7 @@ function parseIssuer(value: unknown, where: string): OidcIssuerConfig {
     projects: [...(projects as string[])],
     claims: names as unknown as OidcClaimNames,
     require: required,
+    allowAnyWorkload: allowAnyWorkload === true,
   };
 }
 

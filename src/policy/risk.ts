@@ -73,7 +73,8 @@ export function riskOf(inputs: RiskInputs): RiskFacts {
  * values are part of a script's identity. (`BASH_ENV=$(…)` or `NODE_OPTIONS=--import=…`
  * would otherwise run anything under the digest — and the profile — of a trusted script.)
  */
-export const CODE_ENV = /^(BASH_ENV|ENV|SHELLOPTS|BASHOPTS|PS4|PROMPT_COMMAND|IFS|LD_.*|GCONV_PATH|NODE_OPTIONS|NODE_PATH|PYTHON.*|PERL5?OPT|PERL5?LIB|PERLIO|RUBYOPT|RUBYLIB|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|CLASSPATH|GIT_.*|NPM_CONFIG_.*|npm_config_.*)$/;
+export const CODE_ENV =
+  /^(BASH_ENV|ENV|SHELLOPTS|BASHOPTS|PS4|PROMPT_COMMAND|IFS|LD_.*|GCONV_PATH|NODE_OPTIONS|NODE_PATH|PYTHON.*|PERL5?OPT|PERL5?LIB|PERLIO|RUBYOPT|RUBYLIB|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS|CLASSPATH|GIT_.*|NPM_CONFIG_.*|npm_config_.*)$/;
 
 /**
  * SHA-256 of what the job runs: its command, its input files, its image, the names of its

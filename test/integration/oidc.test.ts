@@ -57,9 +57,16 @@ describe('workload identity (OIDC) through the API', () => {
           projects: ['web'],
           require: { repository_owner: ['acme'] },
         },
-        { issuer: viewers.url, audience: 'airlock', role: 'viewer', projects: ['web'] },
+        {
+          issuer: viewers.url,
+          audience: 'airlock',
+          role: 'viewer',
+          projects: ['web'],
+          allowAnyWorkload: true,
+        },
         {
           issuer: down.url,
+          allowAnyWorkload: true,
           audience: 'airlock',
           role: 'submitter',
           projects: ['web'],

@@ -37,7 +37,15 @@ describe('origin-bound execution', () => {
     const file = join(dir, 'issuers.json');
     await writeFile(
       file,
-      JSON.stringify([{ issuer: ci.url, audience: 'airlock', role: 'submitter', projects: ['deploy'] }]),
+      JSON.stringify([
+        {
+          issuer: ci.url,
+          audience: 'airlock',
+          role: 'submitter',
+          projects: ['deploy'],
+          require: { repository_owner: ['acme'] },
+        },
+      ]),
       { mode: 0o600 },
     );
     server = await startTestServer({ oidcIssuersFile: file });

@@ -19,7 +19,16 @@ import { base64url, type IssuerKey, makeKey, TestIssuer } from './oidc-issuer.js
 
 function issuerConfig(issuer: TestIssuer, extra: Record<string, unknown> = {}): OidcIssuerConfig {
   const [config] = parseOidcIssuers(
-    [{ issuer: issuer.url, audience: 'airlock', role: 'submitter', projects: ['web'], ...extra }],
+    [
+      {
+        issuer: issuer.url,
+        audience: 'airlock',
+        role: 'submitter',
+        projects: ['web'],
+        allowAnyWorkload: true,
+        ...extra,
+      },
+    ],
     'test',
   );
   assert.ok(config !== undefined);
@@ -510,7 +519,18 @@ describe('issuer file (AIRLOCK_OIDC_ISSUERS)', () => {
     audience: 'airlock',
     role: 'submitter',
     projects: ['web'],
+    allowAnyWorkload: true,
   };
+
+  test('an entry that pins no workload is refused unless it says allowAnyWorkload', () => {
+    const { allowAnyWorkload: _any, ...open } = base;
+    refusedConfig([open], /require.*is required.*allowAnyWorkload/);
+    refusedConfig([{ ...open, allowAnyWorkload: 'yes' }], /allowAnyWorkload.*true or false/);
+    assert.equal(
+      parseOidcIssuers([{ ...open, require: { repository_owner: ['acme'] } }], 'f')[0]?.allowAnyWorkload,
+      false,
+    );
+  });
   const refusedConfig = (value: unknown, message: RegExp): void => {
     assert.throws(
       () => parseOidcIssuers(value, 'issuers.json'),

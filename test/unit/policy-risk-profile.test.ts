@@ -80,9 +80,15 @@ describe('risk score', () => {
     assert.match(digest, /^sha256:[0-9a-f]{64}$/);
     assert.equal(scriptDigestOf({ ...spec, resources: { memoryMiB: 64 } }), digest);
     // Names of environment variables count; values only of those that change which code runs.
-    const withEnv = scriptDigestOf({ ...spec, env: { BUILD: '1', NODE_OPTIONS: '--max-old-space-size=512' } });
+    const withEnv = scriptDigestOf({
+      ...spec,
+      env: { BUILD: '1', NODE_OPTIONS: '--max-old-space-size=512' },
+    });
     assert.notEqual(withEnv, digest);
-    assert.equal(scriptDigestOf({ ...spec, env: { BUILD: '2', NODE_OPTIONS: '--max-old-space-size=512' } }), withEnv);
+    assert.equal(
+      scriptDigestOf({ ...spec, env: { BUILD: '2', NODE_OPTIONS: '--max-old-space-size=512' } }),
+      withEnv,
+    );
     assert.notEqual(
       scriptDigestOf({ ...spec, env: { BUILD: '1', NODE_OPTIONS: '--import=data:text/javascript,evil' } }),
       withEnv,
