@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
-import * as cedar from '@cedar-policy/cedar-wasm/nodejs';
+import { createRequire } from 'node:module';
+import { setFlagsFromString } from 'node:v8';
+import type * as CedarWasm from '@cedar-policy/cedar-wasm/nodejs';
 import { AirlockError, describeError } from '../errors.js';
 import { CEDAR_SCHEMA } from './cedar-text.js';
 
@@ -26,7 +28,7 @@ export interface EntityRef {
 
 export interface CedarEntity {
   readonly uid: EntityRef;
-  readonly attrs: Record<string, cedar.CedarValueJson>;
+  readonly attrs: Record<string, CedarWasm.CedarValueJson>;
   readonly parents: EntityRef[];
 }
 
@@ -35,7 +37,7 @@ export interface CedarRequest {
   /** Action id, e.g. "job.submit" (type Airlock::Action). */
   readonly action: string;
   readonly resource: EntityRef;
-  readonly context: Record<string, cedar.CedarValueJson>;
+  readonly context: Record<string, CedarWasm.CedarValueJson>;
   readonly entities: readonly CedarEntity[];
 }
 
@@ -45,7 +47,6 @@ export interface CedarDecision {
   readonly policies: readonly string[];
 }
 
-const SCHEMA_ID = 'airlock-schema-v1';
 /** Bounds of a policy document (POLICY_INVALID beyond). */
 export const MAX_POLICY_BYTES = 256 * 1024;
 const MAX_POLICIES = 1000;
@@ -112,6 +113,23 @@ function messages(errors: ReadonlyArray<{ message: string }>): string {
     .join('; ');
 }
 
+/**
+ * Loads Cedar's WebAssembly module, compiled by V8's optimizing tier only. By default V8
+ * compiles WebAssembly twice — a quick baseline (Liftoff) and then optimized code for hot
+ * functions — and keeps both: for Cedar that is about 50 MiB more resident memory than the
+ * optimized code alone, with slower decisions until tier-up. `--no-liftoff` (a WebAssembly
+ * flag only: JavaScript is not affected) costs about a second of compilation at the first
+ * decision instead. Measured in docs/performance.md.
+ */
+let loaded: typeof CedarWasm | undefined;
+function cedarWasm(): typeof CedarWasm {
+  if (loaded === undefined) {
+    setFlagsFromString('--no-liftoff');
+    loaded = createRequire(import.meta.url)('@cedar-policy/cedar-wasm/nodejs') as typeof CedarWasm;
+  }
+  return loaded;
+}
+
 export class CedarEngine {
   readonly #compiled = new Map<string, CompiledPolicySet>();
   /** Set when the WebAssembly module failed (a trap, a stack overflow): its memory may be corrupt. */
@@ -149,13 +167,9 @@ export class CedarEngine {
     return this.#broken;
   }
 
-  constructor() {
-    const schema = cedar.preparseSchema(SCHEMA_ID, CEDAR_SCHEMA);
-    if (schema.type !== 'success')
-      throw new AirlockError(
-        'INTERNAL',
-        `the built-in Cedar schema does not parse: ${messages(schema.errors)}`,
-      );
+  /** Loaded at the first compile, not at construction: a server that decides nothing pays nothing. */
+  get #cedar(): typeof CedarWasm {
+    return cedarWasm();
   }
 
   /**
@@ -163,6 +177,7 @@ export class CedarEngine {
    * parse or does not validate), and pre-parses it for evaluation. Cached by hash.
    */
   compile(text: string): CompiledPolicySet {
+    const cedar = this.#cedar;
     const hash = createHash('sha256').update(text, 'utf8').digest('hex');
     const cached = this.#compiled.get(hash);
     if (cached !== undefined) return cached;
@@ -221,7 +236,8 @@ export class CedarEngine {
 
   /** Decides one request; POLICY_ERROR when Cedar cannot evaluate it (fail closed). */
   decide(policy: CompiledPolicySet, request: CedarRequest): CedarDecision {
-    let answer: cedar.AuthorizationAnswer;
+    const cedar = this.#cedar;
+    let answer: CedarWasm.AuthorizationAnswer;
     try {
       answer = this.#call(() =>
         cedar.statefulIsAuthorized({
@@ -229,7 +245,7 @@ export class CedarEngine {
           action: { type: 'Airlock::Action', id: request.action },
           resource: request.resource,
           context: request.context,
-          entities: request.entities as cedar.EntityJson[],
+          entities: request.entities as CedarWasm.EntityJson[],
           preparsedPolicySetId: policy.hash,
           // The request is not validated against the schema here: it costs a third of the
           // decision, and it guards nothing the rest does not. Policies are validated against
