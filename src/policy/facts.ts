@@ -30,6 +30,22 @@ export function secretsOf(_spec: JobSpecV1): string[] {
   return [];
 }
 
+/**
+ * The facts of an action on a signing key (key.manage): the key being registered is in
+ * `context.signer`, so a policy can treat release keys apart (a second factor, say).
+ */
+export function factsOfKey(project: string, owner: string, release: boolean): JobFacts {
+  return {
+    ...factsOfSpec({ version: 1, project, command: [''] }, null),
+    environment: '',
+    runtime: '',
+    image: '',
+    scriptDigest: '',
+    resources: { cpus: 0, memoryMiB: 0, pids: 0, timeoutSeconds: 0, diskMiB: 0, outputKiB: 0 },
+    signer: { key: '', fingerprint: '', owner, release },
+  };
+}
+
 export function factsOfSpec(
   spec: JobSpecV1,
   trust: JobTrust | null,

@@ -240,9 +240,15 @@ export class PolicyGate {
    * a read view; when a version is in audit mode, its opinion is counted, and a would-deny
    * is written to the audit log.
    */
-  async authorize(who: Principal, action: Action, target: PolicyTarget): Promise<PolicyDecision> {
+  async authorize(
+    who: Principal,
+    action: Action,
+    target: PolicyTarget,
+    /** What the action is about, when it is about a job or a key (key.manage: the key added). */
+    facts: JobFacts | null = null,
+  ): Promise<PolicyDecision> {
     const active = await this.#o.store.read(async (tx) => this.active(tx));
-    const decision = this.decide(active, who, action, target, null);
+    const decision = this.decide(active, who, action, target, facts);
     const shadow = decision.shadow;
     if (shadow !== null)
       await this.#o.store.transaction(async (tx) => {

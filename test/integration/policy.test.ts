@@ -299,6 +299,38 @@ describe('policy decisions', () => {
     assert.equal(legacy.body.error?.code, 'POLICY_DENIED');
   });
 
+  test('policy can single out release keys: registering one then takes a second factor', async () => {
+    const rule = `${DEFAULT_POLICY}\n@id("release-keys-need-second-factor") forbid (principal, action == Airlock::Action::"key.manage", resource) when { context.signer.release && !context.authentication.secondFactor };\n`;
+    const proposed = await server.call('POST', '/v1/policies/proposals', server.admin, {
+      kind: 'policy',
+      scope: '',
+      content: rule,
+      rationale: 'release keys need a second factor',
+    });
+    assert.equal(proposed.status, 201, JSON.stringify(proposed.body));
+    const approved = await server.call('POST', '/v1/policies/approve', bob, {
+      kind: 'policy',
+      scope: '',
+      version: proposed.body.version,
+    });
+    assert.equal(approved.status, 200, JSON.stringify(approved.body));
+    const key = generateKeyPairSync('ed25519');
+    const refused = await server.call('POST', '/v1/keys', server.admin, {
+      project: 'web',
+      owner: 'ops',
+      publicKey: publicPem(key),
+      release: true,
+    });
+    assert.equal(refused.body.error?.code, 'POLICY_DENIED');
+    assert.match(refused.body.error.message, /release-keys-need-second-factor/);
+    const plainKey = await server.call('POST', '/v1/keys', server.admin, {
+      project: 'web',
+      owner: 'dev',
+      publicKey: publicPem(key),
+    });
+    assert.equal(plainKey.status, 201, JSON.stringify(plainKey.body));
+  });
+
   test('a profile changed in the database below Airlock refuses jobs of its project (fail closed)', async () => {
     const proposed = await server.call('POST', '/v1/policies/proposals', server.admin, {
       kind: 'profile',

@@ -1,6 +1,7 @@
 import type { Static } from '@sinclair/typebox';
 import { Type } from '@sinclair/typebox';
 import type { FastifyPluginAsync } from 'fastify';
+import { factsOfKey } from '../../policy/facts.js';
 import { decisionDetails } from '../../policy/gate.js';
 import type { ApiDeps } from '../app.js';
 import { Name, SigningKeyAddSchema, SigningKeyInfoSchema } from '../schemas.js';
@@ -24,10 +25,12 @@ export function keyRoutes(deps: ApiDeps): FastifyPluginAsync {
       },
       async (request, reply) => {
         const body = request.body as Static<typeof SigningKeyAddSchema>;
-        const decision = await deps.policy.authorize(principalOf(request), 'key.manage', {
-          kind: 'project',
-          project: body.project,
-        });
+        const decision = await deps.policy.authorize(
+          principalOf(request),
+          'key.manage',
+          { kind: 'project', project: body.project },
+          factsOfKey(body.project, body.owner, body.release === true),
+        );
         return reply
           .status(201)
           .send(await deps.keys.add(principalOf(request), body, decisionDetails(decision)));
