@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { DEFAULT_POLICY } from '../../src/policy/cedar-text.js';
 import { TestIssuer } from '../unit/oidc-issuer.js';
-import { startTestServer, type TestServer } from './server-helpers.js';
+import { applyPolicy, startTestServer, type TestServer } from './server-helpers.js';
 
 /**
  * Origin-bound execution: a project whose policy says its jobs come only from one CI
@@ -56,19 +56,12 @@ describe('origin-bound execution', () => {
         projects: ['*'],
       })
     ).body.secret;
-    const proposed = await server.call('POST', '/v1/policies/proposals', server.admin, {
+    await applyPolicy(server, server.admin, bob, {
       kind: 'policy',
       scope: '',
       content: `${DEFAULT_POLICY}${RULE}`,
       rationale: 'deploy jobs come only from acme/deploy main',
     });
-    assert.equal(proposed.status, 201, JSON.stringify(proposed.body));
-    const approved = await server.call('POST', '/v1/policies/approve', bob, {
-      kind: 'policy',
-      scope: '',
-      version: proposed.body.version,
-    });
-    assert.equal(approved.status, 200, JSON.stringify(approved.body));
   });
   after(async () => {
     await server?.close();

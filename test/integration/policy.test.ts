@@ -8,7 +8,7 @@ import { createLogger } from '../../src/log.js';
 import { DEFAULT_POLICY } from '../../src/policy/cedar-text.js';
 import { ed25519Message, PAYLOAD_TYPE, payloadBytes } from '../../src/signing/envelope.js';
 import { parsePublicKey } from '../../src/signing/public-key.js';
-import { call, SERVER_DEFAULTS, startTestServer, type TestServer } from './server-helpers.js';
+import { applyPolicy, call, SERVER_DEFAULTS, startTestServer, type TestServer } from './server-helpers.js';
 
 /**
  * The policy decision point against a real server and database: the default policy in
@@ -242,20 +242,13 @@ describe('policy decisions', () => {
     const job = (
       await server.call('POST', '/v1/jobs', server.admin, { version: 1, project: 'web', command: ['true'] })
     ).body;
-    const proposal = await server.call('POST', '/v1/policies/proposals', server.admin, {
+    const proposalVersion = await applyPolicy(server, server.admin, bob, {
       kind: 'policy',
       scope: '',
       mode: 'audit',
       content: `${DEFAULT_POLICY}\n@id("no-web-reads") forbid (principal, action == Airlock::Action::"job.read", resource in Airlock::Project::"web");\n`,
       rationale: 'try: nobody reads web jobs',
     });
-    assert.equal(proposal.status, 201, JSON.stringify(proposal.body));
-    const approved = await server.call('POST', '/v1/policies/approve', bob, {
-      kind: 'policy',
-      scope: '',
-      version: proposal.body.version,
-    });
-    assert.equal(approved.status, 200, JSON.stringify(approved.body));
     const read = await server.call('GET', `/v1/jobs/${job.id}`, server.admin);
     assert.equal(read.status, 200, 'audit mode refuses nothing');
     const event = await lastEvent((e) => e.action === 'job.read' && e.target === `job:${job.id}`);
@@ -263,7 +256,7 @@ describe('policy decisions', () => {
     assert.equal(event.details.policy.audit.decision, 'deny');
     assert.deepEqual(event.details.policy.audit.policies, ['no-web-reads']);
     const status = (await server.call('GET', '/v1/policies/status', server.admin)).body;
-    assert.equal(status.policy.audit.version, proposal.body.version);
+    assert.equal(status.policy.audit.version, proposalVersion);
     const reads = status.policy.audit.counts.find((count: { action: string }) => count.action === 'job.read');
     assert.ok(
       reads.wouldDeny >= 1 && reads.evaluated >= reads.wouldDeny,
@@ -274,19 +267,12 @@ describe('policy decisions', () => {
   test('a version in audit mode cannot be enforced over a newer version in force', async () => {
     const status = (await server.call('GET', '/v1/policies/status', server.admin)).body;
     const shadow = status.policy.audit.version;
-    const newer = await server.call('POST', '/v1/policies/proposals', server.admin, {
+    await applyPolicy(server, server.admin, bob, {
       kind: 'policy',
       scope: '',
       content: `${DEFAULT_POLICY}\n@id("no-legacy") forbid (principal, action == Airlock::Action::"job.submit", resource) when { context.project == "legacy" };\n`,
       rationale: 'no more legacy jobs',
     });
-    assert.equal(newer.status, 201, JSON.stringify(newer.body));
-    const approved = await server.call('POST', '/v1/policies/approve', bob, {
-      kind: 'policy',
-      scope: '',
-      version: newer.body.version,
-    });
-    assert.equal(approved.status, 200, JSON.stringify(approved.body));
     // Enforcing the older audit-mode version now would silently drop "no-legacy".
     const enforced = await server.call('POST', '/v1/policies/enforce', bob, { version: shadow });
     assert.equal(enforced.status, 409, JSON.stringify(enforced.body));
@@ -301,19 +287,12 @@ describe('policy decisions', () => {
 
   test('policy can single out release keys: registering one then takes a second factor', async () => {
     const rule = `${DEFAULT_POLICY}\n@id("release-keys-need-second-factor") forbid (principal, action == Airlock::Action::"key.manage", resource) when { context.signer.release && !context.authentication.secondFactor };\n`;
-    const proposed = await server.call('POST', '/v1/policies/proposals', server.admin, {
+    await applyPolicy(server, server.admin, bob, {
       kind: 'policy',
       scope: '',
       content: rule,
       rationale: 'release keys need a second factor',
     });
-    assert.equal(proposed.status, 201, JSON.stringify(proposed.body));
-    const approved = await server.call('POST', '/v1/policies/approve', bob, {
-      kind: 'policy',
-      scope: '',
-      version: proposed.body.version,
-    });
-    assert.equal(approved.status, 200, JSON.stringify(approved.body));
     const key = generateKeyPairSync('ed25519');
     const refused = await server.call('POST', '/v1/keys', server.admin, {
       project: 'web',
@@ -332,19 +311,12 @@ describe('policy decisions', () => {
   });
 
   test('a profile changed in the database below Airlock refuses jobs of its project (fail closed)', async () => {
-    const proposed = await server.call('POST', '/v1/policies/proposals', server.admin, {
+    await applyPolicy(server, server.admin, bob, {
       kind: 'profile',
       scope: 'tight',
       content: JSON.stringify({ runtimes: ['gvisor'], resources: { memoryMiB: 256 } }),
       rationale: 'tight project',
     });
-    assert.equal(proposed.status, 201, JSON.stringify(proposed.body));
-    const approved = await server.call('POST', '/v1/policies/approve', bob, {
-      kind: 'profile',
-      scope: 'tight',
-      version: 1,
-    });
-    assert.equal(approved.status, 200, JSON.stringify(approved.body));
     const job = {
       version: 1,
       project: 'tight',

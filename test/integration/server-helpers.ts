@@ -202,3 +202,31 @@ export function startCli(
     },
   };
 }
+
+/**
+ * Proposes a policy set or profile as `author` and has `approver` (another admin) approve it,
+ * asserting both answers; returns the version now applied.
+ */
+export async function applyPolicy(
+  server: TestServer,
+  author: string,
+  approver: string,
+  document: {
+    kind?: 'policy' | 'profile';
+    scope?: string;
+    content: string;
+    rationale?: string;
+    mode?: 'audit' | 'enforce';
+  },
+): Promise<number> {
+  const body = { kind: 'policy', scope: '', rationale: 'test', ...document };
+  const proposed = await server.call('POST', '/v1/policies/proposals', author, body);
+  if (proposed.status !== 201) throw new Error(`proposal refused: ${JSON.stringify(proposed.body)}`);
+  const approved = await server.call('POST', '/v1/policies/approve', approver, {
+    kind: body.kind,
+    scope: body.scope,
+    version: proposed.body.version,
+  });
+  if (approved.status !== 200) throw new Error(`approval refused: ${JSON.stringify(approved.body)}`);
+  return proposed.body.version as number;
+}
