@@ -170,7 +170,10 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
     request.principal = who;
     // Workers are bounded by their leases (a heartbeat and a log chunk per job and second at most).
     if (who.role === 'worker') return;
-    const wait = deps.requestLimiter.take(who.tokenId);
+    // A workload mints a new ID token as often as it likes: its rate is kept per workload
+    // (principal), not per token, or fresh tokens would each get a fresh allowance.
+    const rateKey = who.origin !== undefined && who.origin !== null ? `workload:${who.name}` : who.tokenId;
+    const wait = deps.requestLimiter.take(rateKey);
     if (wait > 0) {
       const error = new AirlockError(
         'RATE_LIMITED',
@@ -178,7 +181,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
       );
       Object.defineProperty(error, 'retryAfterSeconds', { value: wait, enumerable: true });
       // The first refusal of a second is audited (by the error handler); the rest are not.
-      throw deps.requestLimiter.firstRefusal(who.tokenId) ? error : markAudited(error);
+      throw deps.requestLimiter.firstRefusal(rateKey) ? error : markAudited(error);
     }
   });
 

@@ -30,7 +30,7 @@ import type { Origin } from './principal.js';
 export interface WorkloadIdentity {
   /** "oidc-" + 16 hex of SHA-256 over issuer, subject and jti/iat: names this token, never holds it. */
   readonly tokenId: string;
-  /** "oidc:<issuer host>:<name claim>". */
+  /** "oidc:<issuer host and path>:<name claim>". */
   readonly name: string;
   readonly role: OidcRole;
   readonly projects: readonly string[];
@@ -163,7 +163,7 @@ function parseJsonObject(text: string, what: string): Record<string, unknown> {
 /** The keys of one issuer: from its jwksUri, or found by OIDC discovery; fetched lazily, cached. */
 class IssuerKeys {
   readonly config: OidcIssuerConfig;
-  /** The issuer's host, for principal names. */
+  /** The issuer's host and path, for principal names. */
   readonly host: string;
   readonly #o: Required<Omit<OidcVerifierOptions, 'issuers'>>;
   #keys: { readonly uri: string; readonly set: RemoteJWKSet } | null = null;
@@ -174,7 +174,10 @@ class IssuerKeys {
 
   constructor(config: OidcIssuerConfig, options: Required<Omit<OidcVerifierOptions, 'issuers'>>) {
     this.config = config;
-    this.host = new URL(config.issuer).host;
+    // Host and path: two issuers on one host (Keycloak realms, say) must not name their
+    // workloads alike, or they would share a principal, its rules and its idempotency keys.
+    const url = new URL(config.issuer);
+    this.host = `${url.host}${url.pathname.replace(/\/+$/, '')}`;
     this.#o = options;
     if (config.jwksUri !== undefined) this.#keys = { uri: config.jwksUri, set: this.#remote(config.jwksUri) };
   }

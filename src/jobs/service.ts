@@ -122,6 +122,11 @@ export class JobService {
                 'IDEMPOTENCY_KEY_REUSED',
                 `Idempotency-Key "${idempotencyKey}" was used before for another request; use a new key`,
               );
+            // Handing back the earlier job is reading it: decided like any read (the policy, or
+            // the token's scope, may have changed since it was submitted).
+            if (!inScope(who, earlier.project)) throw new AirlockError('NOT_FOUND', `no job ${earlier.id}`);
+            const decision = await this.#decideOnJob(tx, who, 'job.read', earlier);
+            await this.#o.policy.countShadow(tx, decision, 'job.read');
             await this.#o.audit.append(tx, {
               actor: who.name,
               action: 'job.submit',
@@ -132,6 +137,7 @@ export class JobService {
               details: {
                 idempotencyKey,
                 replay: true,
+                policy: decisionDetails(decision),
                 signature:
                   signature === null
                     ? null

@@ -101,3 +101,29 @@ describe('origin-bound execution', () => {
     }
   });
 });
+
+describe('a workload minting fresh ID tokens', () => {
+  test('shares one request rate: fresh tokens get no fresh allowance', async () => {
+    const ci = await TestIssuer.start();
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-origin-rate-'));
+    const file = join(dir, 'issuers.json');
+    await writeFile(
+      file,
+      JSON.stringify([
+        { issuer: ci.url, audience: 'airlock', role: 'viewer', projects: ['web'], allowAnyWorkload: true },
+      ]),
+      { mode: 0o600 },
+    );
+    const server = await startTestServer({ oidcIssuersFile: file }, undefined, { perSecond: 0.01, burst: 3 });
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++)
+        statuses.push((await server.call('GET', '/v1/jobs', await ci.sign())).status);
+      assert.deepEqual(statuses, [200, 200, 200, 429, 429]);
+    } finally {
+      await server.close();
+      await ci.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -113,6 +113,17 @@ describe('policy decisions', () => {
     assert.equal(read.details.policy.decision, 'allow');
   });
 
+  test('handing back a job for a repeated Idempotency-Key is a decided read', async () => {
+    const spec = { version: 1, project: 'web', command: ['echo', 'once'] };
+    const headers = { 'idempotency-key': 'policy-replay-1' };
+    const first = await server.call('POST', '/v1/jobs', server.admin, spec, headers);
+    const again = await server.call('POST', '/v1/jobs', server.admin, spec, headers);
+    assert.equal(again.body.id, first.body.id);
+    const replay = await lastEvent((e) => e.action === 'job.submit' && e.details?.replay === true);
+    assert.equal(replay.details.policy.decision, 'allow');
+    assert.equal(replay.target, `job:${first.body.id}`);
+  });
+
   test("a job asking far more than the project's recent jobs scores higher", async () => {
     for (let i = 0; i < 5; i++)
       assert.equal(

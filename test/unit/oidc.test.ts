@@ -674,3 +674,34 @@ describe('issuer file (AIRLOCK_OIDC_ISSUERS)', () => {
     }
   });
 });
+
+describe('principal names of issuers sharing a host', () => {
+  test('two issuers on one host (realms) name their workloads apart', async () => {
+    const host = await TestIssuer.start();
+    try {
+      const realm = (name: string) => `${host.url}/realms/${name}`;
+      const verifier = new OidcVerifier({
+        issuers: parseOidcIssuers(
+          ['a', 'b'].map((name) => ({
+            issuer: realm(name),
+            jwksUri: host.jwksUri,
+            audience: 'airlock',
+            role: 'submitter',
+            projects: ['web'],
+            allowAnyWorkload: true,
+          })),
+          'test',
+        ),
+        fetchTimeoutMs: 2000,
+        failureCooldownMs: 0,
+      });
+      const [a, b] = await Promise.all(
+        ['a', 'b'].map(async (name) => verifier.verify(await host.sign({ iss: realm(name) }))),
+      );
+      assert.notEqual(a?.name, b?.name);
+      assert.match(a?.name ?? '', /\/realms\/a:acme\/web$/);
+    } finally {
+      await host.close();
+    }
+  });
+});
