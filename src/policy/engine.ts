@@ -167,9 +167,18 @@ export class CedarEngine {
     return this.#broken;
   }
 
-  /** Loaded at the first compile, not at construction: a server that decides nothing pays nothing. */
+  readonly #module: (() => typeof CedarWasm) | undefined;
+
+  /**
+   * `module`: the Cedar module to use (tests wrap the real one to make it fail); by default
+   * the real one, loaded at the first compile — a server that decides nothing pays nothing.
+   */
+  constructor(options: { module?: () => typeof CedarWasm } = {}) {
+    this.#module = options.module;
+  }
+
   get #cedar(): typeof CedarWasm {
-    return cedarWasm();
+    return (this.#module ?? cedarWasm)();
   }
 
   /**

@@ -507,3 +507,53 @@ describe('policy text bounds and audit-mode errors', () => {
     assert.deepEqual(decision.shadow?.policies, ['(evaluation error)']);
   });
 });
+
+describe('a failure inside the WebAssembly module', () => {
+  test('marks the engine broken: this and every later decision and compile are refused', async () => {
+    const { createRequire } = await import('node:module');
+    const real = createRequire(import.meta.url)('@cedar-policy/cedar-wasm/nodejs');
+    let trap = false;
+    const wrapped = {
+      ...real,
+      statefulIsAuthorized: (call: unknown) => {
+        if (trap) {
+          const error = new Error('memory access out of bounds');
+          error.name = 'RuntimeError';
+          throw error;
+        }
+        return real.statefulIsAuthorized(call);
+      },
+    };
+    const fragile = new CedarEngine({ module: () => wrapped });
+    const set = fragile.compile(DEFAULT_POLICY);
+    const fragileGate = new PolicyGate({ store: {} as Store, audit: {} as AuditLog, engine: fragile });
+    const decide = () =>
+      fragileGate.decide(
+        { enforce: { version: 1, compiled: set }, audit: null },
+        submitter,
+        'job.submit',
+        project,
+        job(),
+      );
+    assert.equal(decide().allowed, true);
+    trap = true;
+    assert.throws(
+      decide,
+      (error: unknown) => isAirlockError(error, 'POLICY_ERROR') && /restart/.test(error.message),
+    );
+    assert.match(fragile.broken ?? '', /memory access out of bounds/);
+    trap = false;
+    // Its memory may be corrupt: nothing is trusted from it again, even what would now work.
+    assert.throws(
+      decide,
+      (error: unknown) => isAirlockError(error, 'POLICY_ERROR') && /failed earlier/.test(error.message),
+    );
+    assert.throws(
+      () =>
+        fragile.compile(
+          `${DEFAULT_POLICY}\n@id("x") forbid (principal, action, resource) when { context.signed };`,
+        ),
+      (error: unknown) => isAirlockError(error, 'POLICY_ERROR'),
+    );
+  });
+});
