@@ -3,6 +3,7 @@ import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { constants as osConstants, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { AirlockError, describeError } from '../errors.js';
+import type { EgressRecord } from '../network/egress-proxy.js';
 import { buildOciSpec, writeBundleConfig } from './bundle.js';
 import {
   type CgroupLayout,
@@ -12,6 +13,13 @@ import {
   JobCgroup,
   swapAccountingProblem,
 } from './cgroup.js';
+import {
+  type EgressSettings,
+  type EgressSummary,
+  FORWARDER_INTERPRETER,
+  type JobEgress,
+  openJobEgress,
+} from './egress.js';
 import { runHostCommand } from './host-command.js';
 import { checkIdPool, type IdPool, rangeOfSlot } from './idmap.js';
 import { JOB_BOUNDS, type RuntimeName, type SandboxJob, type ValidJob, validateJob } from './job.js';
@@ -67,6 +75,8 @@ export interface SandboxEngineOptions {
    * sets 0, so that no disk is prepared only to be thrown away.
    */
   readonly preparedSlots?: number;
+  /** Settings of every job's egress proxy (grants, resolver, caps); default: the proxy's own. */
+  readonly egress?: EgressSettings;
 }
 
 export interface RunOptions {
@@ -78,6 +88,11 @@ export interface RunOptions {
   readonly onStarted?: (running: RunningJob) => void;
   /** Called after the job has ended and before its disk is removed: read outputs here. */
   readonly inspect?: (workspace: WorkspaceReader) => Promise<void>;
+  /**
+   * Called with each egress attempt of a job granted egress, as it ends. If it throws, the
+   * proxy refuses everything after (egress that cannot be recorded does not happen).
+   */
+  readonly onEgress?: (record: EgressRecord) => void;
 }
 
 export interface RunningJob {
@@ -111,6 +126,8 @@ export interface SandboxResult {
   /** SHA-256 (hex) of the job's OCI config.json as the runtime read it, and of its seccomp section. */
   readonly configSha256: string;
   readonly seccompSha256: string;
+  /** A job granted egress: its allowlist, the attempts kept and the totals; null without egress. */
+  readonly egress: EgressSummary | null;
 }
 
 export interface RuntimeStatus {
@@ -421,6 +438,32 @@ export class SandboxEngine {
     });
     await cgroup.create(job.resources, driver.hostPids(job.resources.pids));
 
+    let egress: JobEgress | undefined;
+    if (job.egress.length > 0) {
+      // The forwarder runs on the job's own userland: without its interpreter there is no egress.
+      // (The host image binds the host's /usr; an image has its own.)
+      const interpreter = this.#image.binds.includes('/usr')
+        ? FORWARDER_INTERPRETER
+        : join(this.#image.rootfs, FORWARDER_INTERPRETER);
+      if (!existsSync(interpreter)) {
+        throw new AirlockError(
+          'SANDBOX_SETUP_FAILED',
+          `egress needs ${FORWARDER_INTERPRETER} in the job's image (it runs the egress forwarder)`,
+        );
+      }
+      egress = await openJobEgress({
+        jobDir,
+        allow: job.egress,
+        jobUser,
+        settings: this.#options.egress ?? {},
+        ...(options.onEgress !== undefined ? { onAttempt: options.onEgress } : {}),
+      });
+      const opened = egress;
+      cleanups.push(async () => {
+        await opened.close();
+      });
+    }
+
     await writeWorkspaceFiles(workspace, job.files, jobUser);
     if (job.inputDir !== undefined) {
       await copyInputDir(workspace, job.inputDir, jobUser, {
@@ -438,6 +481,7 @@ export class SandboxEngine {
           workspaceDir: workspace.workDir,
           tmpDir: workspace.tmpDir,
           shmBytes: shmBytes(job),
+          ...(egress !== undefined ? { egressDir: egress.dir } : {}),
         },
         ids,
         cgroupsPath: cgroup.containerPath,
@@ -467,7 +511,10 @@ export class SandboxEngine {
       onOutput: options.onOutput ?? (() => undefined),
       signal: options.signal,
       onSpawn: () => options.onStarted?.({ jobId, runtime: driver.name, cgroup, hostUidBase: ids.base }),
+      hostSockets: egress !== undefined,
     });
+    // The job is over: so is its egress (connections still open are cut and recorded).
+    const egressSummary = egress === undefined ? null : await egress.close();
     if (outcome.spawnError !== null) {
       throw new AirlockError(
         'SANDBOX_START_FAILED',
@@ -513,6 +560,7 @@ export class SandboxEngine {
       startFailure,
       configSha256,
       seccompSha256: this.#options.seccomp.digest.replace(/^sha256:/, ''),
+      egress: egressSummary,
     };
   }
 

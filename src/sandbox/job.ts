@@ -1,4 +1,5 @@
 import { AirlockError } from '../errors.js';
+import { EgressAllowlist, formatEgressRule } from '../network/allowlist.js';
 
 /**
  * What one sandboxed job asks for, and the bounds every request is held to (DESIGN §5.6).
@@ -45,6 +46,11 @@ export interface SandboxJob {
   inputDir?: string;
   /** Files written into the workspace before the run. */
   files?: readonly WorkspaceFile[];
+  /**
+   * Egress allowlist (docs/network.md): destinations the job may reach through its egress
+   * proxy. Absent or empty: no network at all (loopback only), the default.
+   */
+  egress?: readonly string[];
 }
 
 export interface ValidJob {
@@ -55,6 +61,8 @@ export interface ValidJob {
   fallbackRuntimes: readonly RuntimeName[];
   inputDir: string | undefined;
   files: readonly WorkspaceFile[];
+  /** Normalised allowlist entries; empty = no egress. */
+  egress: readonly string[];
 }
 
 const KiB = 1024;
@@ -224,5 +232,12 @@ export function validateJob(job: SandboxJob): ValidJob {
     fallbackRuntimes: [...fallbackRuntimes],
     inputDir: job.inputDir,
     files: checkFiles(job.files, resources.diskBytes),
+    egress: checkEgress(job.egress),
   };
+}
+
+/** The allowlist in the proxy's own grammar (INVALID_JOB naming a bad entry), normalised. */
+function checkEgress(egress: readonly string[] | undefined): string[] {
+  if (egress === undefined) return [];
+  return EgressAllowlist.parse(egress).rules.map(formatEgressRule);
 }

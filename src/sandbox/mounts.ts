@@ -1,3 +1,4 @@
+import { EGRESS_MOUNT } from './egress.js';
 import type { OciMount } from './oci-spec.js';
 import { TMP_PATH, WORKSPACE_PATH } from './process.js';
 
@@ -15,6 +16,8 @@ export interface MountPlan {
   readonly tmpDir: string;
   /** Size cap of /dev/shm in bytes (memory-backed: counts against the job's memory). */
   readonly shmBytes: number;
+  /** Host directory with the job's egress socket and forwarder (egress.ts); absent = no egress. */
+  readonly egressDir?: string;
 }
 
 /** /proc and /sys entries replaced by an empty file or directory: OCI defaults plus DESIGN §4 additions. */
@@ -81,5 +84,15 @@ export function mounts(plan: MountPlan): OciMount[] {
     source: plan.tmpDir,
     options: ['bind', 'rw', 'nosuid', 'nodev'],
   });
+  if (plan.egressDir !== undefined) {
+    // The egress socket and the forwarder script: read-only (the socket is still connectable;
+    // the job can neither replace it nor add files), nothing executable, no set-id, no devices.
+    list.push({
+      destination: EGRESS_MOUNT,
+      type: 'bind',
+      source: plan.egressDir,
+      options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'],
+    });
+  }
   return list;
 }

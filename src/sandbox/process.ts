@@ -1,3 +1,4 @@
+import { egressArgs, egressEnv } from './egress.js';
 import type { ValidJob } from './job.js';
 import type { OciProcess } from './oci-spec.js';
 
@@ -29,6 +30,8 @@ export function jobEnv(job: ValidJob): string[] {
     LANG: 'C.UTF-8',
     AIRLOCK: '1',
     ...job.env,
+    // A job granted egress reaches it through the forwarder only: these name it, whatever the job set.
+    ...(job.egress.length > 0 ? egressEnv() : {}),
   };
   return Object.entries(env).map(([name, value]) => `${name}=${value}`);
 }
@@ -40,7 +43,8 @@ export function processSection(job: ValidJob): OciProcess {
     terminal: false,
     // Non-root inside; supplementary groups empty so no host group leaks in.
     user: { uid: JOB_UID, gid: JOB_GID, additionalGids: [], umask: 0o022 },
-    args: [...job.command],
+    // A job granted egress starts through the forwarder, which then execs the command.
+    args: job.egress.length > 0 ? egressArgs(job.command) : [...job.command],
     env: jobEnv(job),
     cwd: WORKSPACE_PATH,
     // All five sets empty: no CAP_SYS_ADMIN, CAP_NET_RAW, CAP_DAC_OVERRIDE... even inside the user namespace.

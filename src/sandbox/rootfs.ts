@@ -175,8 +175,12 @@ export async function planHostImage(hostRoot = '/'): Promise<HostImagePlan> {
   return { binds, links, etc: await collectEtc(join(hostRoot, 'etc')) };
 }
 
+/** Bumped when writeTree() lays the root out differently (1: /run/airlock added). */
+const TREE_LAYOUT = 1;
+
 export function digestOfPlan(plan: HostImagePlan): string {
   const hash = createHash('sha256');
+  hash.update(`layout ${TREE_LAYOUT}\0`);
   hash.update(JSON.stringify({ binds: plan.binds, links: plan.links }));
   for (const entry of plan.etc) {
     hash.update(`\0${entry.kind}\0${entry.path}\0${entry.data}\0`);
@@ -227,6 +231,8 @@ async function writeTree(root: string, plan: HostImagePlan): Promise<void> {
     'etc',
     'var',
     'run',
+    // Mount point of a job's egress directory (egress.ts): present, so no runtime writes here.
+    'run/airlock',
     TMP_PATH.slice(1),
     WORKSPACE_PATH.slice(1),
   ]) {

@@ -15,7 +15,11 @@ export interface RuntimeDriver {
   /** Executable name looked up in PATH, unless configured as an absolute path. */
   readonly binary: string;
   /** Arguments before the subcommand: Airlock's own state directory, JSON logs. */
-  globalArgs(stateRoot: string, logFile: string | null): string[];
+  /**
+   * Flags before the subcommand. `hostSockets`: the job connects to a host Unix socket
+   * bind-mounted into it (its egress socket); only gVisor needs to be told.
+   */
+  globalArgs(stateRoot: string, logFile: string | null, hostSockets?: boolean): string[];
   runArgs(bundleDir: string, containerId: string): string[];
   killArgs(containerId: string, signal: 'TERM' | 'KILL'): string[];
   deleteArgs(containerId: string): string[];
@@ -84,13 +88,17 @@ function gvisorHostPids(pids: number): number {
 const gvisor: RuntimeDriver = {
   name: 'gvisor',
   binary: 'runsc',
-  globalArgs: (stateRoot, logFile) => [
+  globalArgs: (stateRoot, logFile, hostSockets = false) => [
     '--root',
     stateRoot,
     // Apply the bundle's seccomp profile inside the sandbox too (runsc ignores it otherwise).
     '--oci-seccomp',
     // Loopback only, as under runc: no network stack reaches the host.
     '--network=none',
+    // A job granted egress connects to its proxy's socket, bind-mounted from the host: gVisor
+    // lets a sandbox open (connect to) host sockets only when told. `open`, not `create`: the
+    // job cannot make host sockets. Its mounts show it no host socket but that one.
+    ...(hostSockets ? ['--host-uds=open'] : []),
     ...(logFile ? ['--log', logFile, '--log-format', 'json'] : []),
   ],
   runArgs: (bundleDir, id) => ['run', '--bundle', bundleDir, id],

@@ -30,6 +30,8 @@ export interface SuperviseInput {
   readonly signal: AbortSignal | undefined;
   /** Called once the runtime process has been started. */
   readonly onSpawn?: () => void;
+  /** The job connects to a host Unix socket (its egress socket): see RuntimeDriver.globalArgs. */
+  readonly hostSockets?: boolean;
 }
 
 export type EndReason = 'exited' | 'timeout' | 'memory' | 'cancelled';
@@ -57,7 +59,7 @@ export function superviseContainer(input: SuperviseInput): Promise<SuperviseOutc
     const child = spawn(
       input.binaryPath,
       [
-        ...input.driver.globalArgs(input.stateRoot, input.logFile),
+        ...input.driver.globalArgs(input.stateRoot, input.logFile, input.hostSockets === true),
         ...input.driver.runArgs(input.bundleDir, input.containerId),
       ],
       {

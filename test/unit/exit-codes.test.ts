@@ -7,6 +7,7 @@ import type { SandboxResult } from '../../src/sandbox/engine.js';
 function result(overrides: Partial<SandboxResult>): SandboxResult {
   return {
     jobId: 'al-0123456789abcdef',
+    egress: null,
     exitCode: 0,
     signal: null,
     timedOut: false,

@@ -71,6 +71,7 @@ describe('jobFromOptions', () => {
 describe('resultDocument', () => {
   const result: SandboxResult = {
     jobId: 'al-0123456789abcdef',
+    egress: null,
     exitCode: 2,
     signal: null,
     timedOut: false,

@@ -133,6 +133,7 @@ class FakeServer implements WorkerProtocol {
 function sandboxResult(fields: Partial<SandboxResult> = {}): SandboxResult {
   return {
     jobId: 'local-1',
+    egress: null,
     exitCode: 0,
     signal: null,
     timedOut: false,
