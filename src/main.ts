@@ -53,6 +53,8 @@ export async function main(argv: readonly string[]): Promise<number> {
           // Loaded on use: client commands (`airlock run`) never load the sandbox engine.
           const { SandboxEngine } = await import('./sandbox/engine.js');
           const { loadSeccompProfile } = await import('./sandbox/seccomp.js');
+          const { hostsFileResolver } = await import('./network/hosts-file.js');
+          const egress = config.sandbox.egress;
           return SandboxEngine.open({
             root: config.sandbox.dir,
             idBase: config.sandbox.idBase,
@@ -60,6 +62,12 @@ export async function main(argv: readonly string[]): Promise<number> {
             killGraceMs: config.sandbox.killGraceMs,
             runtimePaths: config.sandbox.runtimePaths,
             seccomp: loadSeccompProfile(config.sandbox.seccompProfile),
+            egress: {
+              grantAddresses: egress.grants,
+              maxBytes: egress.maxBytes,
+              maxConnections: egress.maxConnections,
+              ...(egress.hostsFile !== undefined ? { resolve: hostsFileResolver(egress.hostsFile) } : {}),
+            },
             // One-shot commands prepare no disk ahead; a worker asks for its concurrency.
             preparedSlots: options?.preparedSlots ?? 0,
           });

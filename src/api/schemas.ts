@@ -44,7 +44,15 @@ export const JobSpecSchema = Type.Object(
         closed,
       ),
     ),
-    network: Type.Optional(Type.Literal('none')),
+    network: Type.Optional(
+      Type.Union([
+        Type.Literal('none'),
+        Type.Object(
+          { egress: Type.Array(Type.String({ minLength: 1, maxLength: 300 }), { maxItems: 1024 }) },
+          closed,
+        ),
+      ]),
+    ),
     inputs: Type.Optional(
       Type.Array(
         Type.Object(
@@ -66,6 +74,46 @@ export const JobSpecSchema = Type.Object(
 
 const Iso = Type.String({ format: 'date-time' });
 const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+
+/** Attempts kept per job in its result and audit trail (the proxy's own record bound). */
+export const MAX_EGRESS_ATTEMPTS = 1000;
+const EgressCount = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+
+const EgressReportSchema = Type.Object(
+  {
+    allow: Type.Array(Type.String({ minLength: 1, maxLength: 300 }), { maxItems: 1024 }),
+    attempts: Type.Array(
+      Type.Object(
+        {
+          at: Iso,
+          destination: Nullable(Type.String({ maxLength: 320 })),
+          protocol: Nullable(Type.Union([Type.Literal('connect'), Type.Literal('http')])),
+          resolved: Nullable(Type.String({ maxLength: 64 })),
+          allowed: Type.Boolean(),
+          reason: Type.String({ pattern: '^[a-z-]{1,40}$' }),
+          detail: Nullable(Type.String({ maxLength: 320 })),
+          bytesUp: EgressCount,
+          bytesDown: EgressCount,
+          durationMs: EgressCount,
+        },
+        closed,
+      ),
+      { maxItems: MAX_EGRESS_ATTEMPTS },
+    ),
+    totals: Type.Object(
+      {
+        bytesUp: EgressCount,
+        bytesDown: EgressCount,
+        connections: EgressCount,
+        refused: EgressCount,
+        droppedRecords: EgressCount,
+        exhausted: Nullable(Type.String({ pattern: '^[a-z-]{1,40}$' })),
+      },
+      closed,
+    ),
+  },
+  closed,
+);
 
 export const JobRunResultSchema = Type.Object(
   {
@@ -109,6 +157,7 @@ export const JobRunResultSchema = Type.Object(
         closed,
       ),
     ),
+    egress: Type.Optional(EgressReportSchema),
   },
   closed,
 );

@@ -27,8 +27,11 @@ export interface JobSpecV1 {
     diskMiB?: number;
     outputKiB?: number;
   };
-  /** Only "none" for now. Default "none". */
-  network?: 'none';
+  /**
+   * "none" (the default): loopback only. `{ egress: [...] }`: the destinations the job may
+   * reach through its egress proxy (docs/network.md), within its profile and policy.
+   */
+  network?: 'none' | { egress: string[] };
   /** Files placed in the workspace before the run. Exactly one of content / contentBase64. */
   inputs?: Array<{ path: string; content?: string; contentBase64?: string; mode?: number }>;
   /** Workspace-relative glob patterns; the worker reports the matching files' SHA-256 digests. */
@@ -72,6 +75,41 @@ export interface JobRunResult {
   outputs: Array<{ path: string; sha256: string; size: number }>;
   /** SHA-256 (hex) of the sandbox's OCI config.json and of its seccomp profile (for the audit trail). */
   sandbox?: { configSha256: string; seccompSha256: string };
+  /** A job granted egress: every attempt through its proxy (the last 1000) and the totals. */
+  egress?: EgressReport;
+}
+
+/** One connection a job made to its egress proxy (docs/network.md, "What is recorded"). */
+export interface EgressAttemptReport {
+  at: string;
+  /** host:port asked for; null when no request could be read. Never a path, query or header. */
+  destination: string | null;
+  protocol: 'connect' | 'http' | null;
+  /** The address connected to, or refused; null when none was reached. */
+  resolved: string | null;
+  allowed: boolean;
+  /** Why it ended (`allowed`, `not-allowlisted`, `blocked-address`, `byte-cap`, …). */
+  reason: string;
+  detail: string | null;
+  bytesUp: number;
+  bytesDown: number;
+  durationMs: number;
+}
+
+export interface EgressReport {
+  /** The job's allowlist, normalised. */
+  allow: string[];
+  attempts: EgressAttemptReport[];
+  totals: {
+    bytesUp: number;
+    bytesDown: number;
+    connections: number;
+    refused: number;
+    /** Attempts beyond the 1000 kept (the oldest are dropped). */
+    droppedRecords: number;
+    /** A job-wide cap reached (or recording failed): every later attempt was refused. */
+    exhausted: string | null;
+  };
 }
 
 /** A job as the API returns it. */

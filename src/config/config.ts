@@ -1,6 +1,7 @@
 import { homedir } from 'node:os';
 import { isAbsolute, join } from 'node:path';
 import { AirlockError } from '../errors.js';
+import { parseGrant } from '../network/addresses.js';
 import type { RuntimeName } from '../sandbox/job.js';
 import { DURATION_FORMS, parseDuration, parseSize } from './units.js';
 
@@ -19,6 +20,15 @@ export interface AirlockConfig {
     readonly killGraceMs: number;
     readonly runtimePaths: Partial<Record<RuntimeName, string>>;
     readonly seccompProfile: string | undefined;
+    /** Settings of every job's egress proxy (docs/network.md). */
+    readonly egress: {
+      /** AIRLOCK_EGRESS_GRANTS: special-purpose ranges jobs may reach when listed (CIDR, comma-separated). */
+      readonly grants: readonly string[];
+      /** AIRLOCK_EGRESS_HOSTS: a JSON file of names the proxy resolves itself; undefined = DNS only. */
+      readonly hostsFile: string | undefined;
+      readonly maxBytes: number;
+      readonly maxConnections: number;
+    };
   };
   readonly server: {
     /** Holds the database (airlock.db) and the first-start files. */
@@ -94,6 +104,25 @@ export const SETTINGS = {
     summary:
       'Path of an OCI seccomp profile to use instead of the one shipped (src/sandbox/seccomp/profile.json).',
     defaultValue: 'the shipped profile',
+  },
+  AIRLOCK_EGRESS_GRANTS: {
+    summary:
+      'Special-purpose address ranges (CIDR, comma-separated: an internal registry at 10.20.0.0/16) that a job may reach when its allowlist names them; none by default, and never wider than /8.',
+    defaultValue: '(none)',
+  },
+  AIRLOCK_EGRESS_HOSTS: {
+    summary:
+      'Absolute path of a JSON file {"name": ["address", ...]} of names the egress proxy resolves itself, before DNS (internal names; tests).',
+    defaultValue: '(none: DNS only)',
+  },
+  AIRLOCK_EGRESS_MAX_BYTES: {
+    summary:
+      'Bytes, both ways together, that one job may move through its egress proxy; past it every connection is cut.',
+    defaultValue: '1GiB',
+  },
+  AIRLOCK_EGRESS_MAX_CONNECTIONS: {
+    summary: 'Connections one job may open through its egress proxy over its life.',
+    defaultValue: '1000',
   },
   AIRLOCK_DATA_DIR: {
     summary:
@@ -238,6 +267,32 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AirlockConfig 
   if (crun !== undefined) runtimePaths.crun = absolutePath('AIRLOCK_CRUN', crun);
   if (runsc !== undefined) runtimePaths.gvisor = absolutePath('AIRLOCK_RUNSC', runsc);
   const profile = get('AIRLOCK_SECCOMP_PROFILE');
+  const egressBytes = parseSize(get('AIRLOCK_EGRESS_MAX_BYTES') ?? '1GiB');
+  if (egressBytes === null || egressBytes < 1)
+    invalid('AIRLOCK_EGRESS_MAX_BYTES', 'must be a size such as 512MiB or 1GiB');
+  const hostsFile = get('AIRLOCK_EGRESS_HOSTS');
+  const egress = {
+    grants: (get('AIRLOCK_EGRESS_GRANTS') ?? '')
+      .split(',')
+      .map((entry) => entry.trim())
+      .filter((entry) => entry !== '')
+      .map((entry) => {
+        try {
+          parseGrant(entry);
+        } catch (error) {
+          invalid('AIRLOCK_EGRESS_GRANTS', (error as Error).message);
+        }
+        return entry;
+      }),
+    hostsFile: hostsFile === undefined ? undefined : absolutePath('AIRLOCK_EGRESS_HOSTS', hostsFile),
+    maxBytes: egressBytes,
+    maxConnections: integer(
+      'AIRLOCK_EGRESS_MAX_CONNECTIONS',
+      get('AIRLOCK_EGRESS_MAX_CONNECTIONS') ?? '1000',
+      1,
+      1_000_000,
+    ),
+  };
   return {
     server: serverSettings(get),
     client: clientSettings(get, env),
@@ -248,6 +303,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AirlockConfig 
       killGraceMs,
       runtimePaths,
       seccompProfile: profile === undefined ? undefined : absolutePath('AIRLOCK_SECCOMP_PROFILE', profile),
+      egress,
     },
   };
 }

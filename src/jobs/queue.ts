@@ -208,9 +208,24 @@ export class JobQueue {
               outputs: r.outputs.slice(0, 100),
               ...(r.sandbox !== undefined ? { sandbox: r.sandbox } : {}),
               resources: row.spec.resources ?? {},
+              ...(r.egress !== undefined
+                ? { egress: { allow: r.egress.allow, totals: r.egress.totals } }
+                : {}),
             }
           : {}),
       });
+      // Every egress attempt the worker reported, one event each, in the same transaction.
+      for (const attempt of r?.egress?.attempts ?? []) {
+        await this.#o.audit.append(tx, {
+          actor: who.name,
+          action: 'job.egress',
+          target: `job:${row.id}`,
+          outcome: attempt.allowed ? 'succeeded' : 'denied',
+          reason: attempt.allowed ? '' : attempt.reason,
+          source: who.source,
+          details: { attempt: row.attempts, ...attempt },
+        });
+      }
       return row.state;
     });
     this.#o.events.changed(jobId);

@@ -1,5 +1,6 @@
 import type { JobSpecV1 } from '../api/types.js';
 import { AirlockError } from '../errors.js';
+import { egressOfNetwork } from '../network/allowlist.js';
 import { type SandboxJob, type SandboxResources, validateJob, type WorkspaceFile } from '../sandbox/job.js';
 
 /**
@@ -26,8 +27,6 @@ export function toSandboxJob(spec: JobSpecV1): SandboxJob {
     invalid(`environment must match ${NAME_PATTERN}`);
   if (spec.image !== undefined && spec.image !== 'host')
     invalid('image: only "host" is supported by this version (digest-pinned images come later)');
-  if (spec.network !== undefined && spec.network !== 'none')
-    invalid('network: only "none" is supported by this version (egress allowlists come later)');
   const resources: Partial<SandboxResources> = {};
   const r = spec.resources ?? {};
   if (r.cpus !== undefined) resources.cpus = r.cpus;
@@ -56,6 +55,7 @@ export function toSandboxJob(spec: JobSpecV1): SandboxJob {
     resources,
     runtime: spec.runtime ?? 'runc',
     files,
+    egress: egressOfNetwork(spec.network),
   };
   // The sandbox's own bounds (resources, env, paths, sizes): refused here, before queueing.
   validateJob(job);

@@ -225,3 +225,23 @@ export class EgressAllowlist {
     return null;
   }
 }
+
+/** An allowlist in canonical form: each entry parsed, normalised, duplicates dropped. */
+export function normaliseEgress(entries: unknown): string[] {
+  return EgressAllowlist.parse(entries).rules.map(formatEgressRule);
+}
+
+/**
+ * The `network` field of a job spec (DESIGN §6): absent or "none" is no network at all;
+ * `{ egress: [...] }` is the allowlist, normalised. INVALID_JOB for anything else. The
+ * server, the policy and the worker read a spec's network only through this.
+ */
+export function egressOfNetwork(network: unknown): string[] {
+  if (network === undefined || network === 'none') return [];
+  if (typeof network !== 'object' || network === null || Array.isArray(network))
+    throw new AirlockError('INVALID_JOB', 'network must be "none" or { "egress": ["host:port", ...] }');
+  for (const key of Object.keys(network))
+    if (key !== 'egress')
+      throw new AirlockError('INVALID_JOB', `network: unknown field ${JSON.stringify(key.slice(0, 40))}`);
+  return normaliseEgress((network as { egress?: unknown }).egress ?? []);
+}

@@ -1,4 +1,5 @@
 import type { JobSpecV1 } from '../api/types.js';
+import { egressOfNetwork } from '../network/allowlist.js';
 import { DEFAULT_RESOURCES } from '../sandbox/job.js';
 import type { JobTrust } from '../store/store.js';
 import { DEFAULT_PROFILE, type Profile } from './profile.js';
@@ -20,9 +21,9 @@ export function resourcesOf(spec: JobSpecV1): JobFacts['resources'] {
   };
 }
 
-/** Egress destinations a spec asks for (none until egress allowlists exist: network is "none"). */
-export function egressOf(_spec: JobSpecV1): string[] {
-  return [];
+/** Egress destinations a spec asks for, normalised (network "none": none). */
+export function egressOf(spec: JobSpecV1): string[] {
+  return egressOfNetwork(spec.network);
 }
 
 /** Secrets a spec asks for (none until secrets exist). */

@@ -1,4 +1,5 @@
 import { AirlockError } from '../errors.js';
+import { formatEgressRule, parseEgressEntry } from '../network/allowlist.js';
 import { RUNTIME_NAMES } from '../sandbox/job.js';
 import type { JobFacts } from './request.js';
 
@@ -37,8 +38,7 @@ export const DEFAULT_PROFILE: Profile = Object.freeze({
 
 export const MAX_PROFILE_BYTES = 64 * 1024;
 const MAX_ITEMS = 256;
-/** host:port, or *.domain:port (docs/policy.md; the egress proxy of a later issue enforces them). */
-const EGRESS = /^(\*\.)?[a-z0-9]([a-z0-9-]{0,62}\.)*[a-z0-9-]{1,63}:\d{1,5}$|^\[[0-9a-f:.]{2,45}\]:\d{1,5}$/;
+const PRINTABLE = /^[\x21-\x7e]{1,300}$/;
 const SECRET = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$/;
 const SCOPE = /^[a-z0-9][a-z0-9._-]{0,63}(@sha256:[0-9a-f]{64})?$/;
 
@@ -62,6 +62,24 @@ function stringList(value: unknown, name: string, pattern: RegExp | readonly str
     seen.add(item);
   }
   return [...seen].sort();
+}
+
+/**
+ * Egress entries in the egress proxy's own grammar (docs/network.md), and in its canonical
+ * form: a job's entries are normalised the same way and compared as text.
+ */
+function egressList(value: unknown): string[] {
+  const list = stringList(value, 'egress', PRINTABLE);
+  for (const item of list) {
+    let canonical: string;
+    try {
+      canonical = formatEgressRule(parseEgressEntry(item));
+    } catch (error) {
+      invalid((error as Error).message);
+    }
+    if (canonical !== item) invalid(`egress: write "${item.slice(0, 80)}" as "${canonical}"`);
+  }
+  return list;
 }
 
 /** Parses a profile document (JSON): unknown fields, bad values and duplicates are refused. */
@@ -90,7 +108,7 @@ export function parseProfile(text: string): Profile {
   return {
     runtimes: stringList(object.runtimes ?? [...RUNTIME_NAMES], 'runtimes', RUNTIME_NAMES),
     resources,
-    egress: stringList(object.egress ?? [], 'egress', EGRESS),
+    egress: egressList(object.egress ?? []),
     secrets: stringList(object.secrets ?? [], 'secrets', SECRET),
   };
 }

@@ -1,5 +1,5 @@
 import { AirlockError } from '../errors.js';
-import { EgressAllowlist, formatEgressRule } from '../network/allowlist.js';
+import { normaliseEgress } from '../network/allowlist.js';
 
 /**
  * What one sandboxed job asks for, and the bounds every request is held to (DESIGN §5.6).
@@ -238,6 +238,5 @@ export function validateJob(job: SandboxJob): ValidJob {
 
 /** The allowlist in the proxy's own grammar (INVALID_JOB naming a bad entry), normalised. */
 function checkEgress(egress: readonly string[] | undefined): string[] {
-  if (egress === undefined) return [];
-  return EgressAllowlist.parse(egress).rules.map(formatEgressRule);
+  return egress === undefined ? [] : normaliseEgress(egress);
 }

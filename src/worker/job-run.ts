@@ -1,5 +1,7 @@
-import type { ClaimedJob, JobRunResult, LeaseStatus, ResultReport } from '../api/types.js';
+import { MAX_EGRESS_ATTEMPTS } from '../api/schemas.js';
+import type { ClaimedJob, EgressReport, JobRunResult, LeaseStatus, ResultReport } from '../api/types.js';
 import { AirlockError, describeError, isAirlockError } from '../errors.js';
+import type { EgressSummary } from '../sandbox/egress.js';
 import type { SandboxResult } from '../sandbox/engine.js';
 import { DEFAULT_RESOURCES, type RuntimeName } from '../sandbox/job.js';
 import { truncationMarker } from '../sandbox/output.js';
@@ -85,6 +87,25 @@ export function jobRunResultOf(result: SandboxResult, outputs: OutputFile[]): Jo
     startFailure: result.startFailure === null ? null : { ...result.startFailure },
     outputs,
     sandbox: { configSha256: result.configSha256, seccompSha256: result.seccompSha256 },
+    ...(result.egress !== null ? { egress: egressReportOf(result.egress) } : {}),
+  };
+}
+
+/** What the server keeps of a job's egress: the last attempts within the report's bound, and the totals. */
+export function egressReportOf(summary: EgressSummary): EgressReport {
+  const kept = summary.attempts.slice(-MAX_EGRESS_ATTEMPTS);
+  const { totals } = summary;
+  return {
+    allow: [...summary.allow],
+    attempts: kept.map((record) => ({ ...record })),
+    totals: {
+      bytesUp: totals.bytesUp,
+      bytesDown: totals.bytesDown,
+      connections: totals.connections,
+      refused: totals.refused,
+      droppedRecords: totals.droppedRecords + (summary.attempts.length - kept.length),
+      exhausted: totals.exhausted,
+    },
   };
 }
 

@@ -1,5 +1,6 @@
 import type { JobSpecV1 } from '../api/types.js';
 import { AirlockError } from '../errors.js';
+import { egressOfNetwork } from '../network/allowlist.js';
 import {
   RESOURCE_BOUNDS,
   type SandboxJob,
@@ -55,8 +56,6 @@ export function workerJobOf(spec: JobSpecV1): WorkerJob {
   // refused rather than run with less isolation or different contents than it asked for.
   if (raw.image !== undefined && raw.image !== 'host')
     invalid(`image must be "host" (the only image this worker has), got ${JSON.stringify(raw.image)}`);
-  if (raw.network !== undefined && raw.network !== 'none')
-    invalid(`network must be "none" (this worker grants no network), got ${JSON.stringify(raw.network)}`);
 
   const sandbox: SandboxJob = {
     command: raw.command as string[],
@@ -66,6 +65,8 @@ export function workerJobOf(spec: JobSpecV1): WorkerJob {
     ...(raw.env !== undefined ? { env: raw.env as Record<string, string> } : {}),
     ...(raw.resources !== undefined ? { resources: resourcesOf(raw.resources) } : {}),
     ...(raw.inputs !== undefined ? { files: filesOf(raw.inputs) } : {}),
+    // Egress only through the job's own proxy, and only to what the allowlist names.
+    egress: egressOfNetwork(raw.network),
   };
   const outputs = outputsOf(raw.outputs);
   // The engine checks again; checking here refuses a bad job before anything is prepared.

@@ -19,6 +19,7 @@ describe('loadConfig', () => {
         killGraceMs: 1000,
         runtimePaths: {},
         seccompProfile: undefined,
+        egress: { grants: [], hostsFile: undefined, maxBytes: 1024 ** 3, maxConnections: 1000 },
       },
       server: {
         dataDir: '/var/lib/airlock/data',
@@ -106,6 +107,10 @@ describe('loadConfig', () => {
       AIRLOCK_CRUN: '/opt/crun',
       AIRLOCK_RUNSC: '/opt/runsc',
       AIRLOCK_SECCOMP_PROFILE: '/etc/airlock/seccomp.json',
+      AIRLOCK_EGRESS_GRANTS: '10.20.0.0/16, fd00:1::/64',
+      AIRLOCK_EGRESS_HOSTS: '/etc/airlock/egress-hosts.json',
+      AIRLOCK_EGRESS_MAX_BYTES: '256MiB',
+      AIRLOCK_EGRESS_MAX_CONNECTIONS: '50',
     });
     assert.deepEqual(config.sandbox, {
       dir: '/srv/airlock',
@@ -114,6 +119,12 @@ describe('loadConfig', () => {
       killGraceMs: 500,
       runtimePaths: { runc: '/opt/runc', crun: '/opt/crun', gvisor: '/opt/runsc' },
       seccompProfile: '/etc/airlock/seccomp.json',
+      egress: {
+        grants: ['10.20.0.0/16', 'fd00:1::/64'],
+        hostsFile: '/etc/airlock/egress-hosts.json',
+        maxBytes: 256 * 1024 ** 2,
+        maxConnections: 50,
+      },
     });
   });
 
@@ -169,6 +180,11 @@ describe('loadConfig', () => {
     ['AIRLOCK_CRUN', 'bin/crun'],
     ['AIRLOCK_RUNSC', 'runsc'],
     ['AIRLOCK_SECCOMP_PROFILE', 'profile.json'],
+    ['AIRLOCK_EGRESS_GRANTS', '0.0.0.0/0'],
+    ['AIRLOCK_EGRESS_GRANTS', '10.1.2.3/16'],
+    ['AIRLOCK_EGRESS_HOSTS', 'hosts.json'],
+    ['AIRLOCK_EGRESS_MAX_BYTES', 'lots'],
+    ['AIRLOCK_EGRESS_MAX_CONNECTIONS', '0'],
   ];
   for (const [name, value] of invalid) {
     test(`refuses ${name}=${JSON.stringify(value)} with INVALID_CONFIG naming ${name}`, () => {

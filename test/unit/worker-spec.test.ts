@@ -13,9 +13,17 @@ function spec(fields: Record<string, unknown> = {}): JobSpecV1 {
 describe('workerJobOf: mapping', () => {
   test('a minimal spec: the command, runc, no fallback, nothing else', () => {
     assert.deepEqual(workerJobOf(spec()), {
-      sandbox: { command: ['true'], runtime: 'runc', fallbackRuntimes: [] },
+      sandbox: { command: ['true'], runtime: 'runc', fallbackRuntimes: [], egress: [] },
       outputs: [],
     });
+  });
+
+  test('an egress allowlist reaches the sandbox normalised; "none" is no egress', () => {
+    const job = workerJobOf(
+      spec({ network: { egress: ['registry.npmjs.org:443', '[2001:db8:0::1]:443', 'registry.npmjs.org:443'] } }),
+    );
+    assert.deepEqual(job.sandbox.egress, ['registry.npmjs.org:443', '[2001:db8::1]:443']);
+    assert.deepEqual(workerJobOf(spec({ network: 'none' })).sandbox.egress, []);
   });
 
   test('resources are converted to the sandbox units, only those given', () => {
@@ -64,7 +72,9 @@ describe('workerJobOf: mapping', () => {
 describe('workerJobOf: refusals (INVALID_JOB)', () => {
   const refused: [string, Record<string, unknown>, RegExp][] = [
     ['another image', { image: 'docker.io/library/alpine' }, /image must be "host"/],
-    ['any network', { network: { egress: ['example.com:443'] } }, /network must be "none"/],
+    ['a network that is neither "none" nor an allowlist', { network: 'host' }, /network must be "none" or/],
+    ['an unknown network field', { network: { egress: [], dns: true } }, /network: unknown field "dns"/],
+    ['a malformed egress entry', { network: { egress: ['https://example.com'] } }, /egress entry "https/],
     ['memory below the bound', { resources: { memoryMiB: 8 } }, /memoryMiB must be between 16 and/],
     ['a timeout above the bound', { resources: { timeoutSeconds: 8 * 24 * 3600 } }, /timeoutSeconds/],
     ['a fractional MiB', { resources: { diskMiB: 16.5 } }, /diskMiB must be a whole number/],
