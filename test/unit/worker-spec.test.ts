@@ -20,7 +20,9 @@ describe('workerJobOf: mapping', () => {
 
   test('an egress allowlist reaches the sandbox normalised; "none" is no egress', () => {
     const job = workerJobOf(
-      spec({ network: { egress: ['registry.npmjs.org:443', '[2001:db8:0::1]:443', 'registry.npmjs.org:443'] } }),
+      spec({
+        network: { egress: ['registry.npmjs.org:443', '[2001:db8:0::1]:443', 'registry.npmjs.org:443'] },
+      }),
     );
     assert.deepEqual(job.sandbox.egress, ['registry.npmjs.org:443', '[2001:db8::1]:443']);
     assert.deepEqual(workerJobOf(spec({ network: 'none' })).sandbox.egress, []);
