@@ -93,6 +93,8 @@ export interface RunOptions {
    * proxy refuses everything after (egress that cannot be recorded does not happen).
    */
   readonly onEgress?: (record: EgressRecord) => void;
+  /** This run's egress settings instead of the engine's (the selftest's own test server). */
+  readonly egressSettings?: EgressSettings;
 }
 
 export interface RunningJob {
@@ -455,7 +457,7 @@ export class SandboxEngine {
         jobDir,
         allow: job.egress,
         jobUser,
-        settings: this.#options.egress ?? {},
+        settings: options.egressSettings ?? this.#options.egress ?? {},
         ...(options.onEgress !== undefined ? { onAttempt: options.onEgress } : {}),
       });
       const opened = egress;

@@ -57,6 +57,12 @@ for (const runtime of ['runc', 'gvisor', 'crun'] as RuntimeName[]) {
         'timeout-kills-everything',
         'nothing-left-behind',
         'isolation-between-jobs',
+        'egress-listed-host-works',
+        'egress-unlisted-refused',
+        'egress-ip-literal-refused',
+        'egress-metadata-refused',
+        'egress-dns-fails',
+        'egress-direct-tcp-fails',
       ]) {
         assert.ok(names.has(name), `probe ${name} ran`);
       }

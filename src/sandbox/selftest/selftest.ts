@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { RunningJob, SandboxEngine } from '../engine.js';
 import { RANGE_SIZE } from '../idmap.js';
 import type { RuntimeName, SandboxJob } from '../job.js';
+import { egressProbes } from './egress-probes.js';
 
 /**
  * `airlock selftest`: escape and limit probes run in real sandboxes, each reported on one
@@ -68,6 +69,7 @@ export async function runSelftest(engine: SandboxEngine, options: SelftestOption
 
   await step('inside-probes', () => insideProbes(engine, runtime, options.hostPaths, record));
   await step('isolation-between-jobs', () => concurrentJobs(engine, runtime, record));
+  await step('egress-probes', () => egressProbes(engine, runtime, record));
   await step('fork-bomb-contained', async () => {
     const lag = watchEventLoop();
     const out = collector();
