@@ -11,6 +11,7 @@ import { loadSeccompProfile } from '../src/sandbox/seccomp.js';
 import { auditBench } from './audit.js';
 import { prepareBareBundle } from './bare.js';
 import { writeCProject } from './build-project.js';
+import { egressBench } from './egress.js';
 import { policyBench } from './policy.js';
 import { service } from './service.js';
 import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from './stats.js';
@@ -33,6 +34,7 @@ import { formatRow, type PairedResult, paired, summarize, TABLE_HEADER } from '.
  *  6. the audit log (bench/audit.ts): append cost from 1K to 1M entries, full verification,
  *     proof size and time.
  *  7. policy (bench/policy.ts): what the Cedar decision and the admission step add to a submit.
+ *  8. egress (bench/egress.ts): a build fetching its packages through the job's egress proxy.
  */
 
 const { values: args } = parseArgs({
@@ -45,12 +47,14 @@ const { values: args } = parseArgs({
     'service-jobs': { type: 'string', default: '120' },
     submitters: { type: 'string', default: '4' },
     'audit-entries': { type: 'string', default: '1000000' },
+    'egress-pairs': { type: 'string', default: '10' },
+    'egress-packages': { type: 'string', default: '40' },
   },
 });
 const PAIRS = Number(args.pairs);
 const BUILD_PAIRS = Number(args['build-pairs']);
 const BUILD_FILES = Number(args['build-files']);
-/** Run one part only: trivial, build, startup, service, audit or policy. */
+/** Run one part only: trivial, build, startup, service, audit, policy or egress. */
 const ONLY = args.only;
 const part = (name: string): boolean => ONLY === undefined || ONLY === name;
 const BENCH_ROOT = '/var/lib/airlock-bench';
@@ -359,6 +363,23 @@ async function main(): Promise<void> {
     log('policy per submit');
     policyLines = await policyBench({ history: 2000, samples: 2000, log });
   }
+  let egressLines: string[] = [];
+  if (part('egress')) {
+    log('egress: a build fetching through the proxy');
+    const engine = await openEngine('egress', 1);
+    try {
+      const report = await egressBench({
+        engine,
+        pairs: Number(args['egress-pairs']),
+        packages: Number(args['egress-packages']),
+        log,
+      });
+      rows.push(...report.rows);
+      egressLines = report.lines;
+    } finally {
+      await engine.close();
+    }
+  }
   let cli: string[] = [];
   if (part('startup')) {
     log('CLI start-up');
@@ -376,6 +397,8 @@ async function main(): Promise<void> {
     ...auditLines,
     '',
     ...policyLines,
+    '',
+    ...egressLines,
     '',
     ...cli,
   ];
