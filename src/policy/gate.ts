@@ -55,6 +55,14 @@ export function decisionOf(error: unknown): PolicyDecision | undefined {
   return typeof error === 'object' && error !== null ? decisions.get(error) : undefined;
 }
 
+/** The same refusal with `more` said after its message; its decision stays attached (decisionOf). */
+export function explainDenial(error: AirlockError, more: string): AirlockError {
+  const explained = new AirlockError(error.code, `${error.message}${more}`, { cause: error });
+  const decision = decisions.get(error);
+  if (decision !== undefined) decisions.set(explained, decision);
+  return explained;
+}
+
 /** A decision as the audit log records it. */
 export function decisionDetails(decision: PolicyDecision): Record<string, unknown> {
   return {
@@ -213,9 +221,14 @@ export class PolicyGate {
         decision.policies.length > 0
           ? `forbidden by ${decision.policies.join(', ')}`
           : 'no policy permits it';
+      // A refused submit says what the rules saw: its risk score (and factors) and runtime.
+      const facts =
+        action === 'job.submit' && job !== null
+          ? ` (risk score ${job.risk.score}${job.risk.factors.length > 0 ? `: ${job.risk.factors.join(', ')}` : ''}; runtime ${job.runtime})`
+          : '';
       const error = new AirlockError(
         'POLICY_DENIED',
-        `policy v${decision.version} denies ${action}: ${why} (airlock policy show; docs/policy.md)`,
+        `policy v${decision.version} denies ${action}: ${why}${facts}. See airlock policy show; docs/policy.md`,
       );
       decisions.set(error, decision);
       throw error;
