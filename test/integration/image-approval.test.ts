@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import { ed25519Message, PAYLOAD_TYPE, payloadBytes } from '../../src/signing/envelope.js';
 import { parsePublicKey } from '../../src/signing/public-key.js';
 import { workerJobOf } from '../../src/worker/spec.js';
+import { runCli } from './helpers.js';
 import { startTestServer, type TestServer } from './server-helpers.js';
 
 /**
@@ -275,6 +276,42 @@ describe('image approvals and the runtime picked by policy', () => {
       (await lastEvent((e) => e.action === 'image.approve')).details.reapproved.revokedBy,
       'admin',
     );
+  });
+
+  test('airlock image approve | approvals | revoke', async () => {
+    const admin = { AIRLOCK_URL: server.url, AIRLOCK_TOKEN: server.admin };
+    const ref = `ci/runner@sha256:${'ef'.repeat(32)}`;
+    const approved = await runCli(['image', 'approve', ref, '--reason', 'the CI runner image'], admin);
+    assert.equal(approved.code, 0, approved.stderr);
+    assert.match(approved.stdout, /^ci\/runner@sha256:(ef){32} approved/);
+    const listed = await runCli(['image', 'approvals', '--json'], admin);
+    assert.equal(listed.code, 0, listed.stderr);
+    const [newest] = JSON.parse(listed.stdout).approvals;
+    assert.equal(newest.ref, ref);
+    assert.equal(newest.reason, 'the CI runner image');
+    const table = await runCli(['image', 'approvals'], { ...admin, AIRLOCK_TOKEN: viewer });
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /^DIGEST +NAME +APPROVED BY/);
+    assert.match(table.stdout, /^sha256:(ef){32} +ci\/runner +admin /m);
+    // Revoked by bare digest; refused locally before any request: a tag, host, an empty reason.
+    const revoked = await runCli(['image', 'revoke', `sha256:${'ef'.repeat(32)}`, '--reason', 'gone'], admin);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.match(revoked.stdout, /no longer approved/);
+    for (const args of [
+      ['image', 'approve', 'debian:12', '--reason', 'x'],
+      ['image', 'approve', 'host', '--reason', 'x'],
+      ['image', 'revoke', ref, '--reason', ' '],
+    ]) {
+      const bad = await runCli(args, admin);
+      assert.equal(bad.code, 125, args.join(' '));
+      assert.match(bad.stderr, /^airlock: INVALID_OPTION: /m);
+    }
+    const bySubmitter = await runCli(['image', 'approve', ref, '--reason', 'x'], {
+      ...admin,
+      AIRLOCK_TOKEN: submitter,
+    });
+    assert.equal(bySubmitter.code, 125);
+    assert.match(bySubmitter.stderr, /^airlock: FORBIDDEN: /m);
   });
 
   test('the routes are in the OpenAPI document', async () => {
