@@ -49,6 +49,7 @@ export interface ActiveProfile {
 }
 
 const decisions = new WeakMap<object, PolicyDecision>();
+const SEE_POLICY = '. See airlock policy show; docs/policy.md';
 
 /** The decision a POLICY_DENIED carries (for the audit event of the refusal). */
 export function decisionOf(error: unknown): PolicyDecision | undefined {
@@ -57,7 +58,11 @@ export function decisionOf(error: unknown): PolicyDecision | undefined {
 
 /** The same refusal with `more` said after its message; its decision stays attached (decisionOf). */
 export function explainDenial(error: AirlockError, more: string): AirlockError {
-  const explained = new AirlockError(error.code, `${error.message}${more}`, { cause: error });
+  // Said before the pointer to the docs, which stays last.
+  const message = error.message.endsWith(SEE_POLICY)
+    ? `${error.message.slice(0, -SEE_POLICY.length)}${more}${SEE_POLICY}`
+    : `${error.message}${more}`;
+  const explained = new AirlockError(error.code, message, { cause: error });
   const decision = decisions.get(error);
   if (decision !== undefined) decisions.set(explained, decision);
   return explained;
@@ -228,7 +233,7 @@ export class PolicyGate {
           : '';
       const error = new AirlockError(
         'POLICY_DENIED',
-        `policy v${decision.version} denies ${action}: ${why}${facts}. See airlock policy show; docs/policy.md`,
+        `policy v${decision.version} denies ${action}: ${why}${facts}${SEE_POLICY}`,
       );
       decisions.set(error, decision);
       throw error;

@@ -147,7 +147,7 @@ describe('image approvals and the runtime picked by policy', () => {
     const message: string = refused.body.error.message;
     assert.match(message, /forbidden by high-risk-needs-gvisor/);
     assert.match(message, /risk score 60: unsigned, new-script, unapproved-image; runtime runc/);
-    assert.match(message, /would be allowed under gvisor/);
+    assert.match(message, /would be allowed under gvisor: .*Airlock picks it\. See airlock policy show/);
     const event = await lastEvent((e) => e.action === 'job.submit' && e.outcome === 'denied');
     assert.deepEqual(event.details.policy.policies, ['high-risk-needs-gvisor']);
     assert.match(event.reason, /risk score 60/);
