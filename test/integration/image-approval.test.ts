@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
-import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
+import { generateKeyPairSync, type KeyObject, randomBytes, sign } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ed25519Message, PAYLOAD_TYPE, payloadBytes } from '../../src/signing/envelope.js';
 import { parsePublicKey } from '../../src/signing/public-key.js';
 import { workerJobOf } from '../../src/worker/spec.js';
-import { runCli } from './helpers.js';
-import { startTestServer, type TestServer } from './server-helpers.js';
+import { removeStateDir, runCli, runtimeSkipReason, testStateDir } from './helpers.js';
+import { type CliProcess, startCli, startTestServer, type TestServer } from './server-helpers.js';
 
 /**
  * Approved images and the runtime picked by policy, against a real server and database:
@@ -13,11 +17,35 @@ import { startTestServer, type TestServer } from './server-helpers.js';
  * once approved (and not after a revocation); an unapproved image raising the risk; a job
  * that names no runtime put under gvisor where policy refuses runc — recorded, audited, and
  * handed to the worker so — and an explicit runc refused with the policy and the risk score.
+ * Last, a real worker (a separate process, its selftest first) runs a picked job under runsc.
  */
 
 const DIGEST = `sha256:${'ab'.repeat(32)}`;
 const IMAGE = `web-base@${DIGEST}`;
 const OTHER = `tools/builder@sha256:${'cd'.repeat(32)}`;
+
+const publicPem = (pair: { publicKey: KeyObject }) =>
+  pair.publicKey.export({ type: 'spki', format: 'pem' }).toString();
+
+/** A signed job `{payload, signature}` of `spec` by an Ed25519 key pair (docs/signing.md). */
+function signed(pair: { publicKey: KeyObject; privateKey: KeyObject }, spec: Record<string, unknown>) {
+  const now = Date.now();
+  const bytes = payloadBytes({
+    type: PAYLOAD_TYPE,
+    spec,
+    nonce: randomBytes(18).toString('base64url'),
+    issuedAt: new Date(now).toISOString(),
+    expiresAt: new Date(now + 600_000).toISOString(),
+  } as unknown as Parameters<typeof payloadBytes>[0]);
+  return {
+    payload: bytes.toString('base64'),
+    signature: {
+      format: 'ed25519',
+      key: parsePublicKey(publicPem(pair)).fingerprint,
+      value: sign(null, ed25519Message(bytes), pair.privateKey).toString('base64'),
+    },
+  };
+}
 
 describe('image approvals and the runtime picked by policy', () => {
   let server: TestServer;
@@ -25,26 +53,6 @@ describe('image approvals and the runtime picked by policy', () => {
   let viewer: string;
   const release = generateKeyPairSync('ed25519');
   const plain = generateKeyPairSync('ed25519');
-  const publicPem = (pair: typeof release) =>
-    pair.publicKey.export({ type: 'spki', format: 'pem' }).toString();
-  const signed = (pair: typeof release, spec: Record<string, unknown>) => {
-    const now = Date.now();
-    const bytes = payloadBytes({
-      type: PAYLOAD_TYPE,
-      spec,
-      nonce: randomBytes(18).toString('base64url'),
-      issuedAt: new Date(now).toISOString(),
-      expiresAt: new Date(now + 600_000).toISOString(),
-    } as unknown as Parameters<typeof payloadBytes>[0]);
-    return {
-      payload: bytes.toString('base64'),
-      signature: {
-        format: 'ed25519',
-        key: parsePublicKey(publicPem(pair)).fingerprint,
-        value: sign(null, ed25519Message(bytes), pair.privateKey).toString('base64'),
-      },
-    };
-  };
   // biome-ignore lint/suspicious/noExplicitAny: audit events are read field by field
   const lastEvent = async (match: (event: any) => boolean): Promise<any> => {
     const events = (await server.call('GET', '/v1/audit/events?last=50', server.admin)).body.events;
@@ -319,5 +327,58 @@ describe('image approvals and the runtime picked by policy', () => {
     assert.ok(doc.paths['/v1/images/approvals'].post);
     assert.ok(doc.paths['/v1/images/approvals'].get);
     assert.ok(doc.paths['/v1/images/approvals/{digest}'].delete);
+  });
+});
+
+describe('a job picked gvisor runs under gvisor on a real worker', { timeout: 600_000 }, () => {
+  const skip = runtimeSkipReason('gvisor');
+  let server: TestServer | undefined;
+  let worker: CliProcess | undefined;
+  let dir = '';
+  const sandboxDir = testStateDir('image-runtime');
+  const release = generateKeyPairSync('ed25519');
+
+  before(async () => {
+    if (skip !== null) return;
+    server = await startTestServer();
+    dir = await mkdtemp(join(tmpdir(), 'airlock-image-runtime-'));
+    const added = await server.call('POST', '/v1/keys', server.admin, {
+      project: 'web',
+      owner: 'release-bot',
+      publicKey: publicPem(release),
+      release: true,
+    });
+    assert.equal(added.status, 201, JSON.stringify(added.body));
+    const tokenFile = join(dir, 'worker.token');
+    await writeFile(tokenFile, server.worker, { mode: 0o600 });
+    worker = startCli(['worker', '--server', server.url, '--token-file', tokenFile, '--name', 'picker'], {
+      AIRLOCK_SANDBOX_DIR: sandboxDir,
+      AIRLOCK_KILL_GRACE: '200ms',
+      AIRLOCK_LOG_LEVEL: 'warn',
+      HOME: dir,
+    });
+    await worker.waitFor('taking jobs', 300_000);
+  });
+  after(async () => {
+    await worker?.kill('SIGTERM');
+    await server?.close();
+    if (dir !== '') await rm(dir, { recursive: true, force: true });
+    await removeStateDir(sandboxDir);
+  });
+
+  test('a prod job that names no runtime runs under runsc', { skip: skip ?? false }, async () => {
+    if (server === undefined) throw new Error('no server');
+    const spec = { version: 1, project: 'web', environment: 'prod', command: ['sh', '-c', 'echo in-gvisor'] };
+    const submitted = await server.call('POST', '/v1/jobs/signed', server.admin, signed(release, spec));
+    assert.equal(submitted.status, 201, JSON.stringify(submitted.body));
+    const id = submitted.body.id as string;
+    let record = submitted.body;
+    for (let i = 0; i < 600 && !['succeeded', 'failed', 'killed', 'timed_out'].includes(record.state); i++) {
+      await sleep(100);
+      record = (await server.call('GET', `/v1/jobs/${id}`, server.admin)).body;
+    }
+    assert.equal(record.state, 'succeeded', JSON.stringify(record));
+    assert.equal(record.result.runtime, 'gvisor');
+    assert.equal(record.trust.runtime.source, 'policy');
   });
 });
