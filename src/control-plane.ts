@@ -21,6 +21,7 @@ import type { Logger } from './log.js';
 import { PolicyDocuments } from './policy/documents.js';
 import { CedarEngine } from './policy/engine.js';
 import { PolicyGate } from './policy/gate.js';
+import { ImageApprovals } from './policy/image-approvals.js';
 import { SigningKeyService } from './signing/key-service.js';
 import { JobSignatureVerifier } from './signing/verifier.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
@@ -122,6 +123,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
       keys,
       policy,
       policies,
+      images: new ImageApprovals({ store, audit }),
       authenticator: new Authenticator({ store, audit, limiter, ...(oidc !== undefined ? { oidc } : {}) }),
       requestLimiter: new RequestLimiter({
         perSecond: options.requestRate?.perSecond ?? REQUESTS_PER_SECOND,

@@ -22,11 +22,13 @@ import type { JobService } from '../jobs/service.js';
 import type { Logger } from '../log.js';
 import type { PolicyDocuments } from '../policy/documents.js';
 import { decisionDetails, decisionOf, type PolicyGate } from '../policy/gate.js';
+import type { ImageApprovals } from '../policy/image-approvals.js';
 import type { SigningKeyService } from '../signing/key-service.js';
 import type { Store } from '../store/store.js';
 import { parseJsonBody } from './json-body.js';
 import { auditRoutes } from './routes/audit.js';
 import { healthRoutes } from './routes/health.js';
+import { imageRoutes } from './routes/images.js';
 import { jobRoutes } from './routes/jobs.js';
 import { keyRoutes } from './routes/keys.js';
 import { policyRoutes } from './routes/policies.js';
@@ -49,6 +51,8 @@ export interface ApiDeps {
   readonly policy: PolicyGate;
   /** Governance of policies and profiles (propose, approve, rollback, history). */
   readonly policies: PolicyDocuments;
+  /** Approved images (policy: context.imageApproved). */
+  readonly images: ImageApprovals;
   readonly authenticator: Authenticator;
   readonly requestLimiter: RequestLimiter;
   readonly jobs: JobService;
@@ -209,6 +213,7 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance> {
   await app.register(keyRoutes(deps), { prefix: '/v1' });
   await app.register(auditRoutes(deps), { prefix: '/v1' });
   await app.register(policyRoutes(deps), { prefix: '/v1' });
+  await app.register(imageRoutes(deps), { prefix: '/v1' });
   await app.register(workerRoutes(deps), { prefix: '/v1/worker' });
   app.get('/v1/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;

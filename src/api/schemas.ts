@@ -1,4 +1,5 @@
 import { type TSchema, Type } from '@sinclair/typebox';
+import { MAX_IMAGE_REF } from '../images/reference.js';
 import { JOB_STATES, TOKEN_ROLES } from './types.js';
 
 /**
@@ -20,7 +21,8 @@ export const JobSpecSchema = Type.Object(
     project: Name,
     environment: Type.Optional(Name),
     runtime: Type.Optional(Runtime),
-    image: Type.Optional(Type.Literal('host')),
+    // "host" or NAME@sha256:<64 hex> (src/images/reference.ts checks the grammar with a precise message).
+    image: Type.Optional(Type.String({ minLength: 1, maxLength: MAX_IMAGE_REF })),
     command: Type.Array(Type.String({ maxLength: 128 * KiB }), { minItems: 1, maxItems: 4096 }),
     env: Type.Optional(
       Type.Record(
@@ -214,6 +216,16 @@ export const JobRecordSchema = Type.Object({
         policies: Type.Array(Type.String()),
       }),
       profile: Nullable(Type.Object({ scope: Type.String(), version: Type.Integer() })),
+      runtime: Type.Optional(
+        Type.Object({
+          name: Runtime,
+          source: Type.Union([Type.Literal('spec'), Type.Literal('default'), Type.Literal('policy')]),
+          reason: Type.String(),
+        }),
+      ),
+      image: Type.Optional(
+        Nullable(Type.Object({ ref: Type.String(), digest: Type.String(), approved: Type.Boolean() })),
+      ),
     }),
   ),
 });

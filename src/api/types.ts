@@ -13,10 +13,13 @@ export interface JobSpecV1 {
   project: string;
   /** Same form as project; default "dev". */
   environment?: string;
-  /** Default "runc". */
+  /** Default: runc, or gvisor when policy refuses runc for the job (docs/policy.md, "The runtime"). */
   runtime?: 'runc' | 'crun' | 'gvisor';
-  /** Only "host" for now (the worker's /usr, read-only). Default "host". */
-  image?: 'host';
+  /**
+   * "host" (the worker's /usr, read-only), or a digest-pinned image `NAME@sha256:<64 hex>`
+   * (src/images/reference.ts). Default "host".
+   */
+  image?: string;
   command: string[];
   env?: Record<string, string>;
   resources?: {
@@ -364,6 +367,22 @@ export interface ErrorBody {
 }
 
 /** What the airlock found about a job when it was submitted (its record and the policy context). */
+/** An approval of a digest-pinned image (GET/POST /v1/images/approvals). */
+export interface ImageApproval {
+  /** `sha256:<64 hex>`: what is approved. */
+  digest: string;
+  /** The name it was approved under, and `name@digest`. */
+  name: string;
+  ref: string;
+  reason: string;
+  approvedBy: string;
+  approvedAt: string;
+  /** Set once revoked (a revoked digest may be approved again, which clears these). */
+  revokedBy: string | null;
+  revokedAt: string | null;
+  revokeReason: string | null;
+}
+
 export interface JobTrust {
   signer: { key: string; fingerprint: string; owner: string; release: boolean } | null;
   origin: Origin | null;
@@ -373,4 +392,12 @@ export interface JobTrust {
   policy: { version: number; hash: string; policies: string[] };
   /** The profile it was checked against (null: the default profile). */
   profile: { scope: string; version: number } | null;
+  /**
+   * The runtime it runs under and why: named by the spec (`spec`), the default runc
+   * (`default`), or gvisor picked because policy refuses runc for it (`policy`). Absent on
+   * jobs from before runtimes were picked.
+   */
+  runtime?: { name: 'runc' | 'crun' | 'gvisor'; source: 'spec' | 'default' | 'policy'; reason: string };
+  /** A digest-pinned image and whether an approval of its digest was in force at submit. */
+  image?: { ref: string; digest: string; approved: boolean } | null;
 }

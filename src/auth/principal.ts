@@ -58,6 +58,8 @@ export type Action =
   | 'policy.read'
   | 'policy.propose'
   | 'policy.approve'
+  | 'image.read'
+  | 'image.manage'
   | 'worker.protocol';
 
 const ROLE_ACTIONS: Readonly<Record<TokenRole, readonly Action[]>> = {
@@ -75,13 +77,16 @@ const ROLE_ACTIONS: Readonly<Record<TokenRole, readonly Action[]>> = {
     'policy.read',
     'policy.propose',
     'policy.approve',
+    'image.read',
+    'image.manage',
   ],
   // Submitters may see which keys sign their projects' jobs (public keys only).
   // Everyone but workers may read the policy and profiles that decide their requests.
-  submitter: ['job.submit', 'job.read', 'job.cancel', 'job.logs', 'key.read', 'policy.read'],
+  // The list of approved images is what decides their jobs too: readable like the policy.
+  submitter: ['job.submit', 'job.read', 'job.cancel', 'job.logs', 'key.read', 'policy.read', 'image.read'],
   // Checkpoints, verifier keys and consistency proofs carry hashes only: a viewer token is
   // enough to witness the log. Entries and inclusion proofs stay admin-only.
-  viewer: ['job.read', 'job.logs', 'audit.witness', 'key.read', 'policy.read'],
+  viewer: ['job.read', 'job.logs', 'audit.witness', 'key.read', 'policy.read', 'image.read'],
   worker: ['worker.protocol'],
 };
 

@@ -37,7 +37,12 @@ export function registerClientCommands(
     )
     .usage('[options] -- CMD [ARGS…]')
     .argument('<command...>', 'the command and its arguments (put them after --)')
-    .addOption(new Option('--runtime <runtime>', 'OCI runtime').choices(RUNTIMES).default('runc'))
+    .addOption(
+      new Option(
+        '--runtime <runtime>',
+        'OCI runtime (default: runc, or gvisor when policy requires it for the job)',
+      ).choices(RUNTIMES),
+    )
     .option('--fallback-runtime <runtime>', 'local `airlock sandbox` only: refused here', collect)
     .option('--cpus <n>', 'CPU quota in cores (server default 1)')
     .option('--memory <size>', 'memory limit in whole MiB, no swap (server default 512M)')

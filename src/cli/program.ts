@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { RUNTIME_NAMES } from '../sandbox/job.js';
 import { registerClientCommands } from './client-commands.js';
+import { registerImageApprovalCommands } from './image-approval-command.js';
 import type { CliContext, CommandResult } from './io.js';
 import type { SandboxCommandOptions } from './sandbox-command.js';
 import type { SelftestCommandOptions } from './selftest-command.js';
@@ -69,6 +70,11 @@ export function buildProgram(context: CliContext, setResult: (code: CommandResul
   registerWorkerCommand(program, context, setResult);
   registerClientCommands(program, context, setResult);
   registerPolicyCommands(program, context, setResult);
+  // ---- `airlock image`: approvals (control plane) here; import/list/remove (worker cache) join it (issue #6).
+  const image = program
+    .command('image')
+    .description('Container images: approvals for policy (docs/policy.md).');
+  registerImageApprovalCommands(image, context, setResult);
 
   return program;
 }

@@ -85,9 +85,10 @@ export function specFromRunOptions(command: readonly string[], options: RunComma
     version: 1,
     project: checkName('project', options.project ?? 'default'),
     environment: checkName('environment', options.environment ?? 'dev'),
-    runtime: parseRuntime('runtime', options.runtime ?? 'runc'),
     command: [...command],
   };
+  // Without --runtime the spec names none: the server picks runc, or gvisor where policy requires it.
+  if (options.runtime !== undefined) spec.runtime = parseRuntime('runtime', options.runtime);
   if (Object.keys(env).length > 0) spec.env = env;
   if (Object.keys(resources).length > 0) spec.resources = resources;
   return spec;

@@ -5,6 +5,7 @@ import {
   type AuditPage,
   type AuditVerification,
   type ConsistencyProof,
+  type ImageApproval,
   type InclusionProof,
   JOB_STATES,
   type JobList,
@@ -44,6 +45,7 @@ export const IDEMPOTENCY_KEY = /^[A-Za-z0-9._:-]{1,128}$/;
 /** "job_" + lower-case base32; checked loosely here, exactly by the server. */
 const JOB_ID = /^job_[a-z0-9]{1,64}$/;
 const TOKEN_ID = /^tok_[a-z0-9]{1,64}$/;
+const IMAGE_DIGEST = /^sha256:[0-9a-f]{64}$/;
 
 export function checkJobId(id: string): string {
   if (!JOB_ID.test(id))
@@ -367,6 +369,36 @@ export class ApiClient {
 
   revokeSigningKey(id: string): Promise<SigningKeyInfo> {
     return this.#json<SigningKeyInfo>(`/v1/keys/${encodeURIComponent(id)}/revoke`, { method: 'POST' });
+  }
+
+  /** Approves a digest-pinned image `NAME@sha256:<64 hex>` (admin); the server checks the grammar. */
+  approveImage(ref: string, reason: string, signal?: AbortSignal): Promise<ImageApproval> {
+    return this.#json<ImageApproval>('/v1/images/approvals', {
+      method: 'POST',
+      body: { ref, reason },
+      ...(signal !== undefined ? { signal } : {}),
+    });
+  }
+
+  /** Image approvals, revoked ones included, newest first. */
+  async listImageApprovals(signal?: AbortSignal): Promise<ImageApproval[]> {
+    return (
+      await this.#json<{ approvals: ImageApproval[] }>(
+        '/v1/images/approvals',
+        signal === undefined ? {} : { signal },
+      )
+    ).approvals;
+  }
+
+  /** Revokes the approval of a digest (`sha256:<64 hex>`). */
+  revokeImageApproval(digest: string, reason: string, signal?: AbortSignal): Promise<ImageApproval> {
+    if (!IMAGE_DIGEST.test(digest))
+      throw new AirlockError('INVALID_OPTION', `"${digest.slice(0, 200)}" is not sha256:<64 hex>`);
+    return this.#json<ImageApproval>(`/v1/images/approvals/${encodeURIComponent(digest)}`, {
+      method: 'DELETE',
+      body: { reason },
+      ...(signal !== undefined ? { signal } : {}),
+    });
   }
 
   revokeToken(id: string): Promise<TokenInfo> {

@@ -1,4 +1,12 @@
-import type { ClaimedJob, ClaimRequest, JobState, LeaseStatus, LogLine, ResultReport } from '../api/types.js';
+import type {
+  ClaimedJob,
+  ClaimRequest,
+  JobSpecV1,
+  JobState,
+  LeaseStatus,
+  LogLine,
+  ResultReport,
+} from '../api/types.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import { type Principal, requireAction, visibleProjects } from '../auth/principal.js';
 import { AirlockError } from '../errors.js';
@@ -96,7 +104,9 @@ export class JobQueue {
         attempt: row.attempts,
         leaseTtlMs: this.#o.leaseTtlMs,
         leaseExpiresAt: new Date(row.leaseExpiresAt ?? now).toISOString(),
-        spec: row.spec,
+        // The worker runs the spec's runtime: the one admission chose is written into it (a
+        // job that named none and was picked gvisor must never run under the worker's default).
+        spec: { ...row.spec, runtime: row.runtime as NonNullable<JobSpecV1['runtime']> },
       };
     });
   }

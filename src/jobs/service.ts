@@ -190,7 +190,8 @@ export class JobService {
           id: newJobId(),
           project: spec.project,
           environment: spec.environment ?? 'dev',
-          runtime: spec.runtime ?? 'runc',
+          // Named by the spec, or picked by admission (gvisor when policy refuses runc).
+          runtime: admitted.trust.runtime.name,
           state: 'queued',
           spec,
           submittedBy: who.name,
@@ -228,6 +229,9 @@ export class JobService {
             project: row.project,
             environment: row.environment,
             runtime: row.runtime,
+            // Why this runtime: named by the job, the default, or picked because policy refuses runc.
+            runtimeChoice: { source: admitted.trust.runtime.source, reason: admitted.trust.runtime.reason },
+            image: admitted.trust.image ?? { ref: 'host' },
             command: spec.command.slice(0, 16).map((arg) => arg.slice(0, 256)),
             requestHash,
             // Environment values may be secrets: recorded only as keyed HMACs (audit hash VALUE).

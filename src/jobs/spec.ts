@@ -1,5 +1,6 @@
 import type { JobSpecV1 } from '../api/types.js';
 import { AirlockError } from '../errors.js';
+import { parseImageRef } from '../images/reference.js';
 import { egressOfNetwork } from '../network/allowlist.js';
 import { type SandboxJob, type SandboxResources, validateJob, type WorkspaceFile } from '../sandbox/job.js';
 
@@ -25,8 +26,8 @@ export function toSandboxJob(spec: JobSpecV1): SandboxJob {
   if (!NAME.test(spec.project)) invalid(`project must match ${NAME_PATTERN}`);
   if (spec.environment !== undefined && !NAME.test(spec.environment))
     invalid(`environment must match ${NAME_PATTERN}`);
-  if (spec.image !== undefined && spec.image !== 'host')
-    invalid('image: only "host" is supported by this version (digest-pinned images come later)');
+  // "host" or NAME@sha256:<64 hex>; a tag or anything else is refused with the reason.
+  parseImageRef(spec.image);
   const resources: Partial<SandboxResources> = {};
   const r = spec.resources ?? {};
   if (r.cpus !== undefined) resources.cpus = r.cpus;

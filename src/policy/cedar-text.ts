@@ -56,6 +56,8 @@ export const CEDAR_SCHEMA = `namespace Airlock {
     environment: String,
     runtime: String,
     image: String,
+    imageDigest: String,
+    imageApproved: Bool,
     signed: Bool,
     signer: Signer,
     origin: Origin,
@@ -73,7 +75,8 @@ export const CEDAR_SCHEMA = `namespace Airlock {
   action "job.read", "job.logs" appliesTo { principal: [Principal], resource: [Job, Project, Service], context: Context };
   action "job.cancel" appliesTo { principal: [Principal], resource: [Job], context: Context };
   action "key.read", "key.manage" appliesTo { principal: [Principal], resource: [Project, Service], context: Context };
-  action "token.manage", "audit.read", "audit.manage", "audit.witness", "policy.read", "policy.propose", "policy.approve"
+  action "token.manage", "audit.read", "audit.manage", "audit.witness", "policy.read", "policy.propose", "policy.approve",
+    "image.read", "image.manage"
     appliesTo { principal: [Principal], resource: [Service], context: Context };
 }
 `;
@@ -95,7 +98,8 @@ permit (
     Airlock::Action::"job.cancel",
     Airlock::Action::"job.logs",
     Airlock::Action::"key.read",
-    Airlock::Action::"policy.read"
+    Airlock::Action::"policy.read",
+    Airlock::Action::"image.read"
   ],
   resource
 )
@@ -109,7 +113,8 @@ permit (
     Airlock::Action::"job.logs",
     Airlock::Action::"key.read",
     Airlock::Action::"audit.witness",
-    Airlock::Action::"policy.read"
+    Airlock::Action::"policy.read",
+    Airlock::Action::"image.read"
   ],
   resource
 )
@@ -137,6 +142,12 @@ when { context.environment == "prod" && context.runtime != "gvisor" };
 @id("high-risk-needs-gvisor")
 forbid (principal, action == Airlock::Action::"job.submit", resource)
 when { context.risk.score >= ${DEFAULT_GVISOR_RISK} && context.runtime != "gvisor" };
+
+// ---- Images: outside dev, a digest-pinned image runs only once an admin approved it
+// (airlock image approve). "host" (the worker's own /usr) is the workers' own, not an image.
+@id("approved-images-outside-dev")
+forbid (principal, action == Airlock::Action::"job.submit", resource)
+when { context.imageDigest != "" && !context.imageApproved && context.environment != "dev" };
 
 // ---- No network and no secrets unless the project's profile lists them.
 @id("egress-within-profile")

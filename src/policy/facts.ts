@@ -1,4 +1,5 @@
 import type { JobSpecV1 } from '../api/types.js';
+import { parseImageRef } from '../images/reference.js';
 import { egressOfNetwork } from '../network/allowlist.js';
 import { DEFAULT_RESOURCES } from '../sandbox/job.js';
 import type { JobTrust } from '../store/store.js';
@@ -41,23 +42,44 @@ export function factsOfKey(project: string, owner: string, release: boolean): Jo
     environment: '',
     runtime: '',
     image: '',
+    imageDigest: '',
+    imageApproved: false,
     scriptDigest: '',
     resources: { cpus: 0, memoryMiB: 0, pids: 0, timeoutSeconds: 0, diskMiB: 0, outputKiB: 0 },
     signer: { key: '', fingerprint: '', owner, release },
   };
 }
 
+/** The digest of a spec's image: "" for host. (The spec was checked at submit: parseImageRef.) */
+export function imageDigestOf(spec: JobSpecV1): string {
+  const image = parseImageRef(spec.image);
+  return image.kind === 'pinned' ? image.digest : '';
+}
+
+/**
+ * The facts of a spec. For a stored job, `trust` says what admission found: the runtime it
+ * chose when the spec named none, and whether its image was approved at submit.
+ */
 export function factsOfSpec(
   spec: JobSpecV1,
   trust: JobTrust | null,
-  extra: { signer?: SignerFacts | null; risk?: RiskFacts; profile?: Profile } = {},
+  extra: {
+    signer?: SignerFacts | null;
+    risk?: RiskFacts;
+    profile?: Profile;
+    runtime?: string;
+    imageApproved?: boolean;
+  } = {},
 ): JobFacts {
   const profile = extra.profile ?? DEFAULT_PROFILE;
+  const imageDigest = imageDigestOf(spec);
   return {
     project: spec.project,
     environment: spec.environment ?? 'dev',
-    runtime: spec.runtime ?? 'runc',
+    runtime: extra.runtime ?? trust?.runtime?.name ?? spec.runtime ?? 'runc',
     image: spec.image ?? 'host',
+    imageDigest,
+    imageApproved: imageDigest !== '' && (extra.imageApproved ?? trust?.image?.approved ?? false),
     signer: extra.signer !== undefined ? extra.signer : (trust?.signer ?? null),
     resources: resourcesOf(spec),
     egress: egressOf(spec),

@@ -49,10 +49,23 @@ export interface ActiveProfile {
 }
 
 const decisions = new WeakMap<object, PolicyDecision>();
+const SEE_POLICY = '. See airlock policy show; docs/policy.md';
 
 /** The decision a POLICY_DENIED carries (for the audit event of the refusal). */
 export function decisionOf(error: unknown): PolicyDecision | undefined {
   return typeof error === 'object' && error !== null ? decisions.get(error) : undefined;
+}
+
+/** The same refusal with `more` said after its message; its decision stays attached (decisionOf). */
+export function explainDenial(error: AirlockError, more: string): AirlockError {
+  // Said before the pointer to the docs, which stays last.
+  const message = error.message.endsWith(SEE_POLICY)
+    ? `${error.message.slice(0, -SEE_POLICY.length)}${more}${SEE_POLICY}`
+    : `${error.message}${more}`;
+  const explained = new AirlockError(error.code, message, { cause: error });
+  const decision = decisions.get(error);
+  if (decision !== undefined) decisions.set(explained, decision);
+  return explained;
 }
 
 /** A decision as the audit log records it. */
@@ -213,9 +226,14 @@ export class PolicyGate {
         decision.policies.length > 0
           ? `forbidden by ${decision.policies.join(', ')}`
           : 'no policy permits it';
+      // A refused submit says what the rules saw: its risk score (and factors) and runtime.
+      const facts =
+        action === 'job.submit' && job !== null
+          ? ` (risk score ${job.risk.score}${job.risk.factors.length > 0 ? `: ${job.risk.factors.join(', ')}` : ''}; runtime ${job.runtime})`
+          : '';
       const error = new AirlockError(
         'POLICY_DENIED',
-        `policy v${decision.version} denies ${action}: ${why} (airlock policy show; docs/policy.md)`,
+        `policy v${decision.version} denies ${action}: ${why}${facts}${SEE_POLICY}`,
       );
       decisions.set(error, decision);
       throw error;

@@ -26,7 +26,12 @@ export interface JobFacts {
   readonly project: string;
   readonly environment: string;
   readonly runtime: string;
+  /** `host`, or `NAME@sha256:<64 hex>` as the spec names it. */
   readonly image: string;
+  /** The pinned image's digest (`sha256:…`); "" for host. */
+  readonly imageDigest: string;
+  /** An approval of imageDigest is in force (airlock image approve); false for host. */
+  readonly imageApproved: boolean;
   readonly signer: SignerFacts | null;
   readonly resources: {
     readonly cpus: number;
@@ -108,6 +113,8 @@ export function buildRequest(
     environment: job?.environment ?? (target.kind === 'job' ? target.environment : ''),
     runtime: job?.runtime ?? '',
     image: job?.image ?? '',
+    imageDigest: job?.imageDigest ?? '',
+    imageApproved: job?.imageApproved ?? false,
     signed: signer !== null,
     signer: {
       present: signer !== null,

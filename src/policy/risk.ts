@@ -25,6 +25,8 @@ export const RISK_WEIGHTS = Object.freeze({
   'resources-above-history': 10,
   /** A workload identity whose origin (issuer, repository, workflow) never submitted to the project. */
   'new-origin': 10,
+  /** A digest-pinned image nobody approved: everything in it is code nobody vouched for. */
+  'unapproved-image': 15,
 });
 
 export type RiskFactor = keyof typeof RISK_WEIGHTS;
@@ -48,6 +50,8 @@ export interface RiskInputs {
   readonly resourcesAboveHistory: boolean;
   /** null when the principal has no workload identity. */
   readonly originSeenBefore: boolean | null;
+  /** Whether the job's pinned image is approved; null for host (not an image). */
+  readonly imageApproved: boolean | null;
 }
 
 export function riskOf(inputs: RiskInputs): RiskFacts {
@@ -61,6 +65,7 @@ export function riskOf(inputs: RiskInputs): RiskFacts {
   if (inputs.secrets > 0) factors.push('secrets');
   if (inputs.resourcesAboveHistory) factors.push('resources-above-history');
   if (inputs.originSeenBefore === false) factors.push('new-origin');
+  if (inputs.imageApproved === false) factors.push('unapproved-image');
   const score = Math.min(
     100,
     factors.reduce((sum, factor) => sum + RISK_WEIGHTS[factor], 0),

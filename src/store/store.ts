@@ -307,6 +307,31 @@ export interface PolicyRepo {
   shadowCounts(kind: PolicyKind, scope: string, version: number): Awaitable<ShadowCountRow[]>;
 }
 
+/** An admin's approval of a digest-pinned image (policy: context.imageApproved). */
+export interface ImageApprovalRow {
+  /** `sha256:<64 hex>`: the image's manifest digest, what the approval is about. */
+  digest: string;
+  /** The name it was approved under (a label for people; the digest decides). */
+  name: string;
+  reason: string;
+  approvedBy: string;
+  approvedAt: number;
+  /** Set once revoked: from then on the digest is not approved (until approved again). */
+  revokedBy: string | null;
+  revokedAt: number | null;
+  revokeReason: string | null;
+}
+
+export interface ImageApprovalRepo {
+  get(digest: string): Awaitable<ImageApprovalRow | null>;
+  /** Inserts, or replaces a revoked approval of the same digest. */
+  put(row: ImageApprovalRow): Awaitable<void>;
+  /** Revokes an approval in force; false when there was none. */
+  revoke(digest: string, by: string, at: number, reason: string): Awaitable<boolean>;
+  /** Newest approvals first, at most `limit`. */
+  list(limit: number): Awaitable<ImageApprovalRow[]>;
+}
+
 /** One transaction's view of the store. */
 export interface Tx {
   readonly tokens: TokenRepo;
@@ -316,6 +341,7 @@ export interface Tx {
   readonly signingKeys: SigningKeyRepo;
   readonly nonces: NonceRepo;
   readonly policies: PolicyRepo;
+  readonly imageApprovals: ImageApprovalRepo;
 }
 
 export interface Store {

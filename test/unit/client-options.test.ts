@@ -51,12 +51,11 @@ describe('specFromRunOptions', () => {
     });
   });
 
-  test('defaults: project "default", environment "dev", runc, no resources or env', () => {
+  test('defaults: project "default", environment "dev", no runtime (the server picks), no resources or env', () => {
     assert.deepEqual(specFromRunOptions(['true'], {}), {
       version: 1,
       project: 'default',
       environment: 'dev',
-      runtime: 'runc',
       command: ['true'],
     });
   });

@@ -303,7 +303,6 @@ describe('airlock run against a server', () => {
       version: 1,
       project: 'default',
       environment: 'dev',
-      runtime: 'runc',
       command: ['make', 'test'],
       env: { CI: '1' },
       resources: { memoryMiB: 1024 },

@@ -37,6 +37,8 @@ function job(overrides: Partial<JobFacts> = {}): JobFacts {
     environment: 'dev',
     runtime: 'runc',
     image: 'host',
+    imageDigest: '',
+    imageApproved: false,
     signer: null,
     resources: { cpus: 1, memoryMiB: 512, pids: 256, timeoutSeconds: 60, diskMiB: 1024, outputKiB: 1024 },
     egress: [],
@@ -48,6 +50,13 @@ function job(overrides: Partial<JobFacts> = {}): JobFacts {
   };
 }
 
+const DIGEST = `sha256:${'ab'.repeat(32)}`;
+/** A digest-pinned image, approved or not (context.imageDigest, context.imageApproved). */
+const pinned = (approved: boolean): Partial<JobFacts> => ({
+  image: `web-base@${DIGEST}`,
+  imageDigest: DIGEST,
+  imageApproved: approved,
+});
 const release = { key: 'key_1', fingerprint: 'SHA256:x', owner: 'ops', release: true };
 const plainKey = { ...release, release: false };
 const project: PolicyTarget = { kind: 'project', project: 'web' };
@@ -280,6 +289,63 @@ const TABLE: readonly Row[] = [
     expect: 'allow',
   },
   {
+    name: 'an unapproved pinned image in dev',
+    who: submitter,
+    action: 'job.submit',
+    target: project,
+    job: job({ ...pinned(false), risk: { score: 15, factors: ['unapproved-image'] } }),
+    expect: 'allow',
+  },
+  {
+    name: 'an unapproved pinned image in staging, signed',
+    who: submitter,
+    action: 'job.submit',
+    target: project,
+    job: job({
+      ...pinned(false),
+      environment: 'staging',
+      signer: plainKey,
+      risk: { score: 15, factors: [] },
+    }),
+    expect: ['approved-images-outside-dev'],
+  },
+  {
+    name: 'an approved pinned image in staging, signed',
+    who: submitter,
+    action: 'job.submit',
+    target: project,
+    job: job({ ...pinned(true), environment: 'staging', signer: plainKey, risk: { score: 15, factors: [] } }),
+    expect: 'allow',
+  },
+  {
+    name: 'an unapproved pinned image in prod, release key, gvisor',
+    who: submitter,
+    action: 'job.submit',
+    target: project,
+    job: job({
+      ...pinned(false),
+      environment: 'prod',
+      runtime: 'gvisor',
+      signer: release,
+      risk: { score: 30, factors: [] },
+    }),
+    expect: ['approved-images-outside-dev'],
+  },
+  {
+    name: 'an approved pinned image in prod, release key, gvisor',
+    who: submitter,
+    action: 'job.submit',
+    target: project,
+    job: job({
+      ...pinned(true),
+      environment: 'prod',
+      runtime: 'gvisor',
+      signer: release,
+      risk: { score: 30, factors: [] },
+    }),
+    expect: 'allow',
+  },
+  {
     name: 'a viewer reads a job',
     who: principal('viewer'),
     action: 'job.read',
@@ -318,6 +384,39 @@ const TABLE: readonly Row[] = [
     target: service,
     job: null,
     expect: 'allow',
+  },
+  {
+    name: 'a viewer reads image approvals',
+    who: principal('viewer'),
+    action: 'image.read',
+    target: service,
+    job: null,
+    expect: 'allow',
+  },
+  {
+    name: 'a submitter reads image approvals',
+    who: submitter,
+    action: 'image.read',
+    target: service,
+    job: null,
+    expect: 'allow',
+  },
+  {
+    name: 'an admin approves an image',
+    who: principal('admin'),
+    action: 'image.manage',
+    target: service,
+    job: null,
+    expect: 'allow',
+  },
+  {
+    name: 'a submitter approves an image',
+    who: submitter,
+    action: 'image.manage',
+    target: service,
+    job: null,
+    expect: [],
+    forbiddenByRole: true,
   },
   {
     name: 'a viewer submits',

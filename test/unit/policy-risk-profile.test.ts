@@ -24,6 +24,7 @@ const base = {
   secrets: 0,
   resourcesAboveHistory: false,
   originSeenBefore: null as boolean | null,
+  imageApproved: null as boolean | null,
 };
 
 describe('risk score', () => {
@@ -41,6 +42,7 @@ describe('risk score', () => {
       [{ secrets: 2 }, 'secrets'],
       [{ resourcesAboveHistory: true }, 'resources-above-history'],
       [{ originSeenBefore: false }, 'new-origin'],
+      [{ imageApproved: false }, 'unapproved-image'],
     ];
     for (const [change, factor] of cases)
       assert.deepEqual(
@@ -54,6 +56,14 @@ describe('risk score', () => {
     assert.equal(riskOf({ ...base, signed: false, scriptSeenBefore: false }).score, 45);
   });
 
+  test('host and an approved image add nothing; an unsigned first run of an unapproved image scores 60 (gvisor)', () => {
+    assert.deepEqual(riskOf({ ...base, imageApproved: true }), { score: 0, factors: [] });
+    assert.deepEqual(riskOf({ ...base, imageApproved: null }), { score: 0, factors: [] });
+    const unapproved = riskOf({ ...base, signed: false, scriptSeenBefore: false, imageApproved: false });
+    assert.equal(unapproved.score, 60);
+    assert.deepEqual(unapproved.factors, ['unsigned', 'new-script', 'unapproved-image']);
+  });
+
   test('the score is capped at 100', () => {
     const all = riskOf({
       ...base,
@@ -64,9 +74,10 @@ describe('risk score', () => {
       secrets: 1,
       resourcesAboveHistory: true,
       originSeenBefore: false,
+      imageApproved: false,
     });
     assert.equal(all.score, 100);
-    assert.equal(all.factors.length, 7);
+    assert.equal(all.factors.length, 8);
   });
 
   test('the script digest covers command, inputs, image and env names, the values only of code-changing env', () => {

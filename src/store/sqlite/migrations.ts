@@ -267,4 +267,24 @@ CREATE INDEX jobs_script ON jobs (project, script_digest);
 CREATE INDEX jobs_origin ON jobs (project, origin_key);
 `,
   },
+  {
+    version: 7,
+    name: 'image approvals',
+    sql: `
+-- Digest-pinned images an admin approved (src/policy/image-approvals.ts): policy reads
+-- context.imageApproved from here at admission. A revocation keeps the row (who, when, why);
+-- approving the digest again later replaces the decision (the audit log keeps every one).
+CREATE TABLE image_approvals (
+  digest TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  approved_by TEXT NOT NULL,
+  approved_at BIGINT NOT NULL,
+  revoked_by TEXT,
+  revoked_at BIGINT,
+  revoke_reason TEXT
+);
+CREATE INDEX image_approvals_time ON image_approvals (approved_at);
+`,
+  },
 ];

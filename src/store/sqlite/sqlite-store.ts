@@ -17,6 +17,8 @@ import type {
   AuditRepo,
   AuditRow,
   CheckpointRow,
+  ImageApprovalRepo,
+  ImageApprovalRow,
   JobAsked,
   JobFilter,
   JobRepo,
@@ -270,6 +272,17 @@ interface SigningKeyDbRow {
   revoked_by: string | null;
 }
 
+interface ImageApprovalDbRow {
+  digest: string;
+  name: string;
+  reason: string;
+  approved_by: string;
+  approved_at: number;
+  revoked_by: string | null;
+  revoked_at: number | null;
+  revoke_reason: string | null;
+}
+
 interface CheckpointDbRow {
   id: number;
   tree_size: number;
@@ -430,6 +443,19 @@ function statements(db: Db) {
       `SELECT action, evaluated, would_deny AS "wouldDeny" FROM policy_shadow_counts
        WHERE kind = ? AND scope = ? AND version = ? ORDER BY action`,
     ),
+    imageApprovalGet: db.prepare('SELECT * FROM image_approvals WHERE digest = ?'),
+    imageApprovalPut: db.prepare(
+      `INSERT INTO image_approvals (digest, name, reason, approved_by, approved_at, revoked_by, revoked_at, revoke_reason)
+       VALUES (@digest, @name, @reason, @approvedBy, @approvedAt, @revokedBy, @revokedAt, @revokeReason)
+       ON CONFLICT (digest) DO UPDATE SET name = excluded.name, reason = excluded.reason,
+         approved_by = excluded.approved_by, approved_at = excluded.approved_at, revoked_by = excluded.revoked_by,
+         revoked_at = excluded.revoked_at, revoke_reason = excluded.revoke_reason`,
+    ),
+    imageApprovalRevoke: db.prepare(
+      `UPDATE image_approvals SET revoked_by = ?, revoked_at = ?, revoke_reason = ?
+       WHERE digest = ? AND revoked_at IS NULL`,
+    ),
+    imageApprovalList: db.prepare('SELECT * FROM image_approvals ORDER BY approved_at DESC, digest LIMIT ?'),
     keyRetire: db.prepare(
       'UPDATE audit_keys SET retired_at = ? WHERE verifier_key = ? AND retired_at IS NULL',
     ),
@@ -446,8 +472,33 @@ class SqliteTx implements Tx {
   readonly signingKeys: SigningKeyRepo;
   readonly nonces: NonceRepo;
   readonly policies: PolicyRepo;
+  readonly imageApprovals: ImageApprovalRepo;
 
   constructor(db: Db, s: Statements) {
+    const approval = (row: ImageApprovalDbRow | undefined): ImageApprovalRow | null =>
+      row === undefined
+        ? null
+        : {
+            digest: row.digest,
+            name: row.name,
+            reason: row.reason,
+            approvedBy: row.approved_by,
+            approvedAt: row.approved_at,
+            revokedBy: row.revoked_by,
+            revokedAt: row.revoked_at,
+            revokeReason: row.revoke_reason,
+          };
+    this.imageApprovals = {
+      get: (digest) => approval(s.imageApprovalGet.get(digest) as ImageApprovalDbRow | undefined),
+      put: (row) => {
+        s.imageApprovalPut.run(row);
+      },
+      revoke: (digest, by, at, reason) => s.imageApprovalRevoke.run(by, at, reason, digest).changes === 1,
+      list: (limit) =>
+        (s.imageApprovalList.all(limit) as ImageApprovalDbRow[]).map(
+          (row) => approval(row) as ImageApprovalRow,
+        ),
+    };
     this.policies = {
       insert: (row) => {
         s.policyInsert.run(row);
