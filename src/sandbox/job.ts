@@ -1,4 +1,5 @@
 import { AirlockError } from '../errors.js';
+import { type ImageRef, parseImageRef } from '../images/reference.js';
 
 /**
  * What one sandboxed job asks for, and the bounds every request is held to (DESIGN §5.6).
@@ -45,6 +46,8 @@ export interface SandboxJob {
   inputDir?: string;
   /** Files written into the workspace before the run. */
   files?: readonly WorkspaceFile[];
+  /** `host` (default) or a digest-pinned image `NAME@sha256:<64 hex>` from the image cache. */
+  image?: string;
 }
 
 export interface ValidJob {
@@ -55,6 +58,7 @@ export interface ValidJob {
   fallbackRuntimes: readonly RuntimeName[];
   inputDir: string | undefined;
   files: readonly WorkspaceFile[];
+  image: ImageRef;
 }
 
 const KiB = 1024;
@@ -224,5 +228,6 @@ export function validateJob(job: SandboxJob): ValidJob {
     fallbackRuntimes: [...fallbackRuntimes],
     inputDir: job.inputDir,
     files: checkFiles(job.files, resources.diskBytes),
+    image: parseImageRef(job.image),
   };
 }

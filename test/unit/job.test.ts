@@ -34,6 +34,7 @@ describe('validateJob: defaults', () => {
       fallbackRuntimes: [],
       inputDir: undefined,
       files: [],
+      image: { kind: 'host', ref: 'host' },
     });
   });
 
