@@ -1,11 +1,29 @@
 import assert from 'node:assert/strict';
-import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { isAirlockError } from '../../src/errors.js';
-import { acquireImage, findImage, listImages, removeImage, sweepImageCache } from '../../src/images/cache.js';
+import {
+  acquireImage,
+  checkMountPoints,
+  findImage,
+  listImages,
+  removeImage,
+  sweepImageCache,
+} from '../../src/images/cache.js';
 import { importImage } from '../../src/images/import.js';
 import { type PinnedImage, parseImageRef } from '../../src/images/reference.js';
 import { readTar, type TarEntry } from '../../src/images/tar.js';
@@ -430,6 +448,42 @@ describe('image import', { skip: isRoot ? false : 'needs root (the cache is root
     await writeOwner(join(images, '.import-live', 'owner.json'), currentOwner());
     assert.deepEqual(await sweepImageCache(sandbox), ['.import-dead']);
     assert.deepEqual(await readdir(images), ['.import-live']);
+  });
+
+  test('mount points: links at /tmp and /etc/resolv.conf are replaced, a linked /etc is refused', async () => {
+    const dir = await layout([
+      makeTar([
+        { name: 'tmp', type: 'symlink', linkname: canary },
+        { name: 'etc/', type: 'dir' },
+        { name: 'etc/resolv.conf', type: 'symlink', linkname: '../run/systemd/resolve/stub-resolv.conf' },
+      ]),
+    ]);
+    const { ref } = await importImage(sandbox, dir);
+    const found = await findImage(sandbox, (parseImageRef(ref) as PinnedImage).digest);
+    const rootfs = found?.rootfs ?? '';
+    assert.ok((await lstat(join(rootfs, 'tmp'))).isDirectory());
+    assert.ok((await lstat(join(rootfs, 'etc/resolv.conf'))).isFile());
+    assert.deepEqual(await readdir(canary), []);
+
+    const linkedEtc = await layout([makeTar([{ name: 'etc', type: 'symlink', linkname: canary }])]);
+    await refusedWith(importImage(sandbox, linkedEtc), /\/etc is not a directory/);
+    assert.deepEqual(await readdir(canary), []);
+  });
+
+  test('a mount point missing from an image, or a link, fails the job before the runtime runs', async () => {
+    const { ref } = await importImage(sandbox, await layout([baseLayer()]));
+    const found = await findImage(sandbox, (parseImageRef(ref) as PinnedImage).digest);
+    const rootfs = found?.rootfs ?? '';
+    await checkMountPoints(rootfs, ['/proc', '/dev', '/dev/shm', '/etc/passwd', '/workspace']);
+    await refusedWith(
+      checkMountPoints(rootfs, ['/run/airlock/egress.sock']),
+      /no mount point for \/run\/airlock/,
+      'SANDBOX_SETUP_FAILED',
+    );
+    await refusedWith(checkMountPoints(rootfs, ['/bin/x']), /no mount point/, 'SANDBOX_SETUP_FAILED');
+    await symlink(canary, join(rootfs, 'linked'));
+    await mkdir(join(canary, 'x'));
+    await refusedWith(checkMountPoints(rootfs, ['/linked/x']), /a symbolic link/, 'SANDBOX_SETUP_FAILED');
   });
 
   test('a gzip layer that is not gzip is refused', async () => {
