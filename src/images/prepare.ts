@@ -18,13 +18,19 @@ import { GENERATED_ETC } from '../sandbox/rootfs.js';
  *   digest says apart from these mount points.
  */
 
-/** Top-level directories of the image that Airlock mounts on. */
+/**
+ * Directories of the image that Airlock mounts on (or, for run/airlock, will: decision 0009
+ * puts the egress socket there, and a tmpfs on this directory lets the runtime create the
+ * socket's mount point without touching the image). A new mount destination must be added
+ * here; an image imported before lacks it, and checkMountPoints() then fails its jobs cleanly.
+ */
 export const IMAGE_MOUNT_DIRS: readonly string[] = [
   'proc',
   'dev',
   'sys',
   TMP_PATH.slice(1),
   WORKSPACE_PATH.slice(1),
+  'run/airlock',
 ];
 /** Files of /etc that Airlock binds over the image's (read-only). */
 export const BOUND_ETC_FILES: readonly string[] = ['passwd', 'group', 'hosts', 'hostname', 'resolv.conf'];
@@ -72,11 +78,15 @@ export function mergeAccounts(image: string | null, generated: string, id: numbe
 export async function prepareImageRoot(rootfs: string, etcDir: string): Promise<void> {
   await chmod(rootfs, 0o755);
   for (const name of IMAGE_MOUNT_DIRS) {
-    const path = join(rootfs, name);
-    const info = await lstatOrNull(path);
-    // A link or file here is replaced: the mount hides whatever the image had.
-    if (info !== null && !info.isDirectory()) await rm(path, { recursive: true, force: true });
-    if (info === null || !info.isDirectory()) await mkdir(path, { mode: 0o755 });
+    let path = rootfs;
+    // Component by component, never through a link: a link or file in the way is replaced
+    // (the mount hides whatever the image had there).
+    for (const part of name.split('/')) {
+      path = join(path, part);
+      const info = await lstatOrNull(path);
+      if (info !== null && !info.isDirectory()) await rm(path, { recursive: true, force: true });
+      if (info === null || !info.isDirectory()) await mkdir(path, { mode: 0o755 });
+    }
     await chmod(path, 0o755);
   }
   const etc = join(rootfs, 'etc');

@@ -164,7 +164,7 @@ describe('image import', { skip: isRoot ? false : 'needs root (the cache is root
     const tool = await lstat(join(found.rootfs, 'bin/tool'));
     assert.equal(tool.mode & 0o7777, 0o755, 'the set-uid bit must be cleared');
     assert.equal(tool.uid, 0);
-    for (const point of ['proc', 'dev', 'sys', 'tmp', 'workspace'])
+    for (const point of ['proc', 'dev', 'sys', 'tmp', 'workspace', 'run/airlock'])
       assert.ok((await lstat(join(found.rootfs, point))).isDirectory(), point);
     for (const bind of found.etcBinds) {
       assert.ok((await lstat(join(found.rootfs, bind.destination))).isFile(), bind.destination);
@@ -454,6 +454,7 @@ describe('image import', { skip: isRoot ? false : 'needs root (the cache is root
     const dir = await layout([
       makeTar([
         { name: 'tmp', type: 'symlink', linkname: canary },
+        { name: 'run', type: 'symlink', linkname: canary },
         { name: 'etc/', type: 'dir' },
         { name: 'etc/resolv.conf', type: 'symlink', linkname: '../run/systemd/resolve/stub-resolv.conf' },
       ]),
@@ -462,6 +463,8 @@ describe('image import', { skip: isRoot ? false : 'needs root (the cache is root
     const found = await findImage(sandbox, (parseImageRef(ref) as PinnedImage).digest);
     const rootfs = found?.rootfs ?? '';
     assert.ok((await lstat(join(rootfs, 'tmp'))).isDirectory());
+    assert.ok((await lstat(join(rootfs, 'run'))).isDirectory());
+    assert.ok((await lstat(join(rootfs, 'run/airlock'))).isDirectory());
     assert.ok((await lstat(join(rootfs, 'etc/resolv.conf'))).isFile());
     assert.deepEqual(await readdir(canary), []);
 
