@@ -102,6 +102,8 @@ async function parentsOf(state: UnpackState, parts: readonly string[], name: str
     path = join(path, parts[i] as string);
     const info = await lstatOrNull(path);
     if (info === null) {
+      // Counted like an entry: one deep name must not create thousands of inodes for free.
+      countEntry(state);
       await mkdir(path, { mode: 0o755 });
       state.layerPaths.add(parts.slice(0, i + 1).join('/'));
     } else if (info.isSymbolicLink()) {
@@ -117,6 +119,12 @@ async function parentsOf(state: UnpackState, parts: readonly string[], name: str
   return join(state.root, ...parts);
 }
 
+function countEntry(state: UnpackState): void {
+  state.entries += 1;
+  if (state.entries > state.limits.maxEntries)
+    refuse(`the image has more than ${state.limits.maxEntries} entries (directories made for them included)`);
+}
+
 /** Removes what is at `path` (a link itself, never its target; a directory with its content). */
 async function removeExisting(path: string): Promise<void> {
   await rm(path, { recursive: true, force: true });
@@ -128,9 +136,7 @@ export async function applyEntry(
   entry: TarEntry,
   content: AsyncIterable<Buffer>,
 ): Promise<void> {
-  state.entries += 1;
-  if (state.entries > state.limits.maxEntries)
-    refuse(`the image has more than ${state.limits.maxEntries} entries`);
+  countEntry(state);
   const name = entry.path;
   const parts = entryComponents(name, `entry ${JSON.stringify(name)}`, state.limits);
   const base = parts[parts.length - 1];

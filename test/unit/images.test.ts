@@ -381,6 +381,10 @@ describe('image import', { skip: isRoot ? false : 'needs root (the cache is root
     ]);
     await refusedWith(importImage(sandbox, many, { limits: { maxEntries: 10 } }), /more than 10 entries/);
     await assertNothingWritten();
+    // One entry whose name makes 30 directories counts as 31.
+    const implicit = await layout([makeTar([{ name: `${'d/'.repeat(30)}f`, content: '' }])]);
+    await refusedWith(importImage(sandbox, implicit, { limits: { maxEntries: 20 } }), /more than 20 entries/);
+    await assertNothingWritten();
 
     // A gzip bomb: 64 MiB of zeros compress to ~64 KiB.
     const bomb = makeTar([{ name: 'zeros', content: Buffer.alloc(64 * 1024 * 1024) }]);
