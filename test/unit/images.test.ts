@@ -11,10 +11,11 @@ import {
   symlink,
   writeFile,
 } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import fc from 'fast-check';
 import { isAirlockError } from '../../src/errors.js';
 import {
   acquireImage,
@@ -27,6 +28,7 @@ import {
 import { importImage } from '../../src/images/import.js';
 import { type PinnedImage, parseImageRef } from '../../src/images/reference.js';
 import { readTar, type TarEntry } from '../../src/images/tar.js';
+import { entryComponents } from '../../src/images/unpack.js';
 import { currentOwner, writeOwner } from '../../src/sandbox/state.js';
 import { baseLayer, makeTar, sha256, type TarSpec, tarHeader, writeLayout } from './image-fixtures.js';
 
@@ -115,6 +117,49 @@ describe('tar reader', () => {
     await refusedWith(
       entriesOf(Buffer.concat([tarHeader('s', 'S', 0), Buffer.alloc(1024)])),
       /unsupported tar entry type/,
+    );
+  });
+});
+
+describe('properties', () => {
+  const limits = { maxEntries: 10, maxPathBytes: 4096 };
+  const component = fc.constantFrom('a', 'b', '.', '..', '', 'c.d', '...', '.wh.x', 'é');
+
+  test('an accepted entry name always stays inside the tree', () => {
+    fc.assert(
+      fc.property(fc.array(component, { maxLength: 8 }), fc.boolean(), (parts, absolute) => {
+        const name = `${absolute ? '/' : ''}${parts.join('/')}`;
+        let accepted: string[];
+        try {
+          accepted = entryComponents(name, 'entry', limits);
+        } catch (error) {
+          assert.ok(isAirlockError(error, 'IMAGE_INVALID'));
+          assert.ok(name.startsWith('/') || parts.includes('..'), `refused without reason: ${name}`);
+          return;
+        }
+        assert.ok(!name.startsWith('/') && !parts.includes('..'));
+        assert.ok(accepted.every((part) => part !== '' && part !== '.' && part !== '..'));
+        const root = '/cache/rootfs';
+        const resolved = resolve(root, ...accepted);
+        assert.ok(resolved === root || resolved.startsWith(`${root}/`), resolved);
+      }),
+    );
+  });
+
+  test('tar: names written (short, PAX or GNU long) are read back exactly', async () => {
+    const name = fc
+      .array(fc.constantFrom('a', 'bb', 'ccc', 'é', 'x'.repeat(40)), { minLength: 1, maxLength: 8 })
+      .map((parts) => parts.join('/'));
+    await fc.assert(
+      fc.asyncProperty(fc.array(name, { minLength: 1, maxLength: 5 }), fc.boolean(), async (names, gnu) => {
+        const tar = makeTar(names.map((n) => ({ name: n, content: n, longNames: gnu ? 'gnu' : 'pax' })));
+        const read = await entriesOf(tar);
+        assert.deepEqual(
+          read.map(({ entry, content }) => [entry.path, content]),
+          names.map((n) => [n, n]),
+        );
+      }),
+      { numRuns: 50 },
     );
   });
 });
