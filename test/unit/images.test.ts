@@ -460,6 +460,35 @@ describe('image import', { skip: isRoot ? false : 'needs root (the cache is root
     await assertNothingWritten();
   });
 
+  test('several images in one layout: refused unless --manifest names one; other platforms ignored', async () => {
+    const dir = await layout([baseLayer()]);
+    const other = await layout([makeTar([{ name: 'other.txt', content: 'other' }])]);
+    const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8'));
+    const otherIndex = JSON.parse(await readFile(join(other, 'index.json'), 'utf8'));
+    for (const name of await readdir(join(other, 'blobs/sha256')))
+      await writeFile(join(dir, 'blobs/sha256', name), await readFile(join(other, 'blobs/sha256', name)));
+    const arm = { ...otherIndex.manifests[0], platform: { os: 'linux', architecture: 'arm64' } };
+    await writeFile(
+      join(dir, 'index.json'),
+      JSON.stringify({ ...index, manifests: [...index.manifests, arm] }),
+    );
+    // Only one manifest is for this host: it is chosen.
+    const chosen = await importImage(sandbox, dir, { name: 'one' });
+    assert.equal(
+      parseImageRef(chosen.ref).kind === 'pinned' && (parseImageRef(chosen.ref) as PinnedImage).digest,
+      index.manifests[0].digest,
+    );
+
+    const both = [index.manifests[0], otherIndex.manifests[0]];
+    await writeFile(join(dir, 'index.json'), JSON.stringify({ ...index, manifests: both }));
+    await refusedWith(
+      importImage(sandbox, dir),
+      /2 image manifests for linux\/amd64: choose one with --manifest/,
+    );
+    const picked = await importImage(sandbox, dir, { manifest: otherIndex.manifests[0].digest, name: 'two' });
+    assert.equal((parseImageRef(picked.ref) as PinnedImage).digest, otherIndex.manifests[0].digest);
+  });
+
   test('remove refuses while a live job uses the image, then removes it', async () => {
     const { ref } = await importImage(sandbox, await layout([baseLayer()]), { name: 'fixture' });
     const image = parseImageRef(ref) as PinnedImage;
