@@ -90,6 +90,11 @@ export SOURCE_DATE_EPOCH
 created=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%dT%H:%M:%SZ)
 arch=$(dpkg --print-architecture)
 
+# Each source as its own "deb …" argument: mmdebstrap writes them to the image's
+# /etc/apt/sources.list (a file argument would be copied under a random name, and the
+# image would differ from build to build).
+set --
+while IFS= read -r line; do set -- "$@" "$line"; done < "$sources"
 start=$(date +%s)
 say "mmdebstrap --variant=$variant $suite ($arch), SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH"
 mmdebstrap --quiet --mode=root --variant="$variant" --architectures="$arch" --format=tar \
@@ -99,7 +104,7 @@ mmdebstrap --quiet --mode=root --variant="$variant" --architectures="$arch" --fo
   --dpkgopt='path-exclude=/usr/share/locale/*' \
   --dpkgopt='path-exclude=/usr/share/doc/*' \
   --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-  "$suite" "$work/layer.tar" "$sources" >&2 || fail "mmdebstrap failed (messages above)"
+  "$suite" "$work/layer.tar" "$@" >&2 || fail "mmdebstrap failed (messages above)"
 
 diff_id=$(sha256sum "$work/layer.tar" | cut -d' ' -f1)
 if [ "$compress" = gzip ]; then

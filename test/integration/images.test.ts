@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -44,6 +44,10 @@ async function debianLayout(): Promise<string> {
     if (!existsSync(join(layout, 'index.json'))) throw error;
     await rm(temp, { recursive: true, force: true });
   });
+  // Layouts of earlier versions of the script are not used again.
+  for (const name of await readdir(CACHE))
+    if (/^debian-[0-9a-f]{16}$/.test(name) && join(CACHE, name) !== layout)
+      await rm(join(CACHE, name), { recursive: true, force: true });
   return layout;
 }
 
