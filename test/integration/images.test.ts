@@ -131,6 +131,16 @@ describe('digest-pinned images: a Debian image from scripts/build-debian-image.s
     });
   }
 
+  test('the same probe on image: host sees the host userland (the contrast that makes the test mean something)', {
+    skip: existsSync('/usr/bin/node') ? false : 'the host has no /usr/bin/node to tell the two apart',
+  }, async () => {
+    const output = outputCollector();
+    const result = await engine.run({ command: ['sh', '-c', PROBE] }, { onOutput: output.onOutput });
+    assert.equal(result.exitCode, 0, output.stderr());
+    assert.equal(result.imageDigest, undefined);
+    assert.match(output.stdout(), /HOST-NODE-VISIBLE/);
+  });
+
   test('an image that is not in the cache fails the job with IMAGE_NOT_FOUND', async () => {
     const missing = `debian@sha256:${'0'.repeat(64)}`;
     await assert.rejects(engine.run({ command: ['true'], image: missing }), (error: unknown) => {
