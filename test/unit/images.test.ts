@@ -16,6 +16,8 @@ import { Readable } from 'node:stream';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
+import { imageImportCommand, imageListCommand, imageRemoveCommand } from '../../src/cli/image-command.js';
+import type { CliContext } from '../../src/cli/io.js';
 import { isAirlockError } from '../../src/errors.js';
 import {
   acquireImage,
@@ -565,6 +567,34 @@ describe('image import', { skip: isRoot ? false : 'needs root (the cache is root
     await symlink(canary, join(rootfs, 'linked'));
     await mkdir(join(canary, 'x'));
     await refusedWith(checkMountPoints(rootfs, ['/linked/x']), /a symbolic link/, 'SANDBOX_SETUP_FAILED');
+  });
+
+  test('CLI: import prints the reference, list shows it, remove takes NAME@sha256 or the bare digest, tags refused', async () => {
+    const out: string[] = [];
+    const sink = { write: (text: string) => out.push(text) } as unknown as NodeJS.WritableStream;
+    const context = {
+      stdout: sink,
+      stderr: sink,
+      config: { sandbox: { dir: sandbox } },
+    } as unknown as CliContext;
+    const dir = await layout([baseLayer()]);
+    assert.equal(await imageImportCommand(context, dir, { name: 'cli' }), 0);
+    const ref = out.join('').trim();
+    assert.match(ref, /^cli@sha256:[0-9a-f]{64}$/);
+    out.length = 0;
+    await imageListCommand(context, {});
+    assert.match(out.join(''), /^NAMES +DIGEST +LAYERS +SIZE +IMPORTED\ncli +sha256:/);
+    await refusedWith(imageRemoveCommand(context, 'cli:latest', {}), /tags are not accepted/, 'INVALID_JOB');
+    await refusedWith(imageImportCommand(context, dir, { maxSize: 'lots' }), /--max-size/, 'INVALID_OPTION');
+    await refusedWith(
+      imageImportCommand(context, join(base, 'missing'), {}),
+      /does not exist/,
+      'INVALID_OPTION',
+    );
+    out.length = 0;
+    assert.equal(await imageRemoveCommand(context, ref.slice(ref.indexOf('@') + 1), {}), 0);
+    assert.match(out.join(''), /^removed cli@sha256:/);
+    assert.deepEqual(await listImages(sandbox), []);
   });
 
   test('a gzip layer that is not gzip is refused', async () => {
