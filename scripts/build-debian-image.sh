@@ -52,7 +52,9 @@ for tool in sha256sum gzip stat; do command -v $tool >/dev/null 2>&1 || fail "$t
 # one-line entries: from deb822 *.sources files and from one-line *.list files.
 sources=$(mktemp)
 work=$(mktemp -d)
-trap 'rm -rf "$sources" "$work"' EXIT
+tmp_out="$out.tmp-$$"
+# A failed build leaves nothing behind (the layout appears at OUT_DIR only when complete).
+trap 'rm -rf "$sources" "$work" "$tmp_out"' EXIT
 for file in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
   [ -f "$file" ] || continue
   case "$file" in
@@ -116,7 +118,6 @@ else
   layer_type=application/vnd.oci.image.layer.v1.tar
 fi
 
-tmp_out="$out.tmp-$$"
 rm -rf "$tmp_out"
 mkdir -p "$tmp_out/blobs/sha256"
 # put FILE: moves it into the blobs by its digest, prints "DIGEST SIZE".
