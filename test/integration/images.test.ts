@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -147,6 +147,24 @@ describe('digest-pinned images: a Debian image from scripts/build-debian-image.s
       assert.ok(isAirlockError(error, 'IMAGE_NOT_FOUND'), String(error));
       return true;
     });
+  });
+
+  test('an image missing a mount point fails the job before the runtime could create it in the cache', async () => {
+    await rmdir(join(rootfs, 'workspace'));
+    try {
+      await assert.rejects(engine.run({ command: ['true'], image: image.ref }), (error: unknown) => {
+        assert.ok(isAirlockError(error, 'SANDBOX_SETUP_FAILED'), String(error));
+        assert.match((error as Error).message, /no mount point for \/workspace/);
+        return true;
+      });
+      assert.equal(
+        existsSync(join(rootfs, 'workspace')),
+        false,
+        'something created the mount point in the cache',
+      );
+    } finally {
+      await mkdir(join(rootfs, 'workspace'), { mode: 0o755 });
+    }
   });
 
   test('remove is refused while a job uses the image, and works once it has ended', async () => {
