@@ -2,8 +2,9 @@
 # Installs what Airlock needs on a Debian/Ubuntu host, and only what is missing:
 #   OS packages: runc, crun, runsc (gVisor), e2fsprogs (mkfs.ext4 for job disks),
 #                mount + util-linux (loop mounts), perl (selftest probes);
-#                with --for-tests also gcc and libc6-dev (a static i386-ABI test program)
-#                and openssh-client (ssh-keygen: real SSH keys and signatures);
+#                with --for-tests also gcc and libc6-dev (a static i386-ABI test program),
+#                openssh-client (ssh-keygen: real SSH keys and signatures) and mmdebstrap
+#                (the Debian test image of scripts/build-debian-image.sh);
 #                with --for-bench also gcc and make (the build benchmark);
 #   npm packages: `npm ci` when node_modules is missing or older than package-lock.json
 #                (with python3, make and g++ for the native build of better-sqlite3);
@@ -64,6 +65,8 @@ if [ "$tests" = 1 ]; then
   need gcc gcc
   # real SSH keys and SSHSIG signatures in the signed-job tests
   need ssh-keygen openssh-client
+  # the Debian image of the digest-pinned image tests (scripts/build-debian-image.sh)
+  need mmdebstrap mmdebstrap
   # libc.a for a static test program; gcc prints the bare name when it has none.
   case "$(gcc -print-file-name=libc.a 2>/dev/null)" in
     /*) ;;

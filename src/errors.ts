@@ -75,6 +75,26 @@ export const ERROR_CATALOGUE = {
     retryable: true,
     summary: 'Something of a finished job (container, mount, cgroup, process) could not be removed.',
   },
+  IMAGE_INVALID: {
+    httpStatus: 400,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      'An image layout or layer was refused on import (a blob whose digest or size is wrong, a path that leaves the image, a device node, a bound exceeded); nothing was added to the cache.',
+  },
+  IMAGE_NOT_FOUND: {
+    httpStatus: 404,
+    exitCode: 125,
+    retryable: false,
+    summary:
+      "The job's digest-pinned image is not in this worker's image cache (airlock image import it there).",
+  },
+  IMAGE_IN_USE: {
+    httpStatus: 409,
+    exitCode: 125,
+    retryable: true,
+    summary: 'The image cannot be removed while a running job uses it; try again when the job has ended.',
+  },
   INVALID_REQUEST: {
     httpStatus: 400,
     exitCode: 125,

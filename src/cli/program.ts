@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { RUNTIME_NAMES } from '../sandbox/job.js';
 import { registerClientCommands } from './client-commands.js';
+import { registerImageCommands } from './image-command.js';
 import { registerImageApprovalCommands } from './image-approval-command.js';
 import type { CliContext, CommandResult } from './io.js';
 import type { SandboxCommandOptions } from './sandbox-command.js';
@@ -45,6 +46,10 @@ export function buildProgram(context: CliContext, setResult: (code: CommandResul
     .option('--output-limit <size>', 'stdout+stderr kept; the rest is discarded (default 1M)')
     .option('--env <NAME=VALUE>', 'environment variable for the job (repeatable)', collect)
     .option('--input <dir>', 'copy this directory into the workspace first')
+    .option(
+      '--image <ref>',
+      'root filesystem: host (default) or NAME@sha256:<64 hex> from `airlock image import`',
+    )
     .option('--json', 'print one JSON object with the result and output at the end')
     .option('--print-config', 'print the OCI config the job would get, and run nothing')
     .passThroughOptions()
@@ -70,10 +75,8 @@ export function buildProgram(context: CliContext, setResult: (code: CommandResul
   registerWorkerCommand(program, context, setResult);
   registerClientCommands(program, context, setResult);
   registerPolicyCommands(program, context, setResult);
-  // ---- `airlock image`: approvals (control plane) here; import/list/remove (worker cache) join it (issue #6).
-  const image = program
-    .command('image')
-    .description('Container images: approvals for policy (docs/policy.md).');
+  // ---- `airlock image`: the worker host's cache (import/list/remove) and, through the server, approvals.
+  const image = registerImageCommands(program, context, setResult);
   registerImageApprovalCommands(image, context, setResult);
 
   return program;

@@ -8,6 +8,8 @@ import { parseEnvPairs, parseResources, parseRuntime, type SandboxCliOptions } f
 /** `airlock sandbox [options] -- CMD [ARGS…]`: one job in a local sandbox, no server. */
 
 export interface SandboxCommandOptions extends SandboxCliOptions {
+  /** `host` or NAME@sha256:… from this host's image cache (`airlock image import`). */
+  image?: string;
   json?: boolean;
   printConfig?: boolean;
 }
@@ -18,7 +20,10 @@ export interface SandboxCommandOptions extends SandboxCliOptions {
  */
 export const JSON_OUTPUT_LIMIT = 64 * 1024 * 1024;
 
-export function jobFromOptions(command: readonly string[], options: SandboxCliOptions): SandboxJob {
+export function jobFromOptions(
+  command: readonly string[],
+  options: SandboxCliOptions & { image?: string },
+): SandboxJob {
   if (command.length === 0)
     throw new AirlockError('INVALID_OPTION', 'no command given: airlock sandbox [options] -- CMD [ARGS…]');
   const job: SandboxJob = {
@@ -28,6 +33,7 @@ export function jobFromOptions(command: readonly string[], options: SandboxCliOp
     runtime: parseRuntime('runtime', options.runtime ?? 'runc'),
     fallbackRuntimes: (options.fallbackRuntime ?? []).map((name) => parseRuntime('fallback-runtime', name)),
     ...(options.input !== undefined ? { inputDir: options.input } : {}),
+    ...(options.image !== undefined ? { image: options.image } : {}),
   };
   return job;
 }
@@ -56,6 +62,7 @@ export function resultDocument(
     jobId: result.jobId,
     configSha256: result.configSha256,
     seccompSha256: result.seccompSha256,
+    ...(result.imageDigest !== undefined ? { imageDigest: result.imageDigest } : {}),
   };
 }
 

@@ -3,6 +3,14 @@ import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { constants as osConstants, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { AirlockError, describeError } from '../errors.js';
+import {
+  acquireImage,
+  type CachedImage,
+  checkMountPoints,
+  findImage,
+  sweepImageCache,
+} from '../images/cache.js';
+import type { PinnedImage } from '../images/reference.js';
 import type { EgressRecord } from '../network/egress-proxy.js';
 import { buildOciSpec, writeBundleConfig } from './bundle.js';
 import {
@@ -130,6 +138,8 @@ export interface SandboxResult {
   readonly seccompSha256: string;
   /** A job granted egress: its allowlist, the attempts kept and the totals; null without egress. */
   readonly egress: EgressSummary | null;
+  /** The manifest digest (`sha256:…`) of the job's pinned image; absent for `image: host`. */
+  readonly imageDigest?: string;
 }
 
 export interface RuntimeStatus {
@@ -220,7 +230,9 @@ export class SandboxEngine {
   }
 
   /** Removes what dead Airlock processes left: containers, processes, mounts, cgroups, leases. */
-  sweep(): Promise<SweepReport> {
+  async sweep(): Promise<SweepReport> {
+    // Image imports that died half-way (the cache itself is never swept: images stay until removed).
+    await sweepImageCache(this.#dirs.root);
     return sweepSandboxState({
       dirs: this.#dirs,
       cgroups: this.#cgroups,
@@ -260,13 +272,26 @@ export class SandboxEngine {
   async describeBundle(input: SandboxJob): Promise<OciSpec> {
     const job = validateJob(input);
     const driver = RUNTIME_DRIVERS[job.runtime];
-    const plan = await planHostImage();
     const jobDir = join(this.#dirs.jobs, '<job-id>');
+    let root: JobRoot;
+    if (job.image.kind === 'pinned') {
+      const image = await findImage(this.#dirs.root, job.image.digest);
+      if (image === null) throw imageNotFound(job.image);
+      root = pinnedRoot(image);
+    } else {
+      const plan = await planHostImage();
+      root = {
+        rootfs: join(this.#dirs.rootfs, `host-${digestOfPlan(plan)}`),
+        binds: plan.binds,
+        fileBinds: [],
+      };
+    }
     const spec = buildOciSpec({
       job,
-      rootfsPath: join(this.#dirs.rootfs, `host-${digestOfPlan(plan)}`),
+      rootfsPath: root.rootfs,
       mounts: {
-        imageBinds: plan.binds,
+        imageBinds: root.binds,
+        fileBinds: root.fileBinds,
         workspaceDir: join(jobDir, 'disk', 'work'),
         tmpDir: join(jobDir, 'disk', 'tmp'),
         shmBytes: shmBytes(job),
@@ -440,13 +465,20 @@ export class SandboxEngine {
     });
     await cgroup.create(job.resources, driver.hostPids(job.resources.pids));
 
+    // A pinned image: the job's directory names it before it is looked up, so that
+    // `airlock image remove` cannot take it away while the job runs (images/cache.ts).
+    const root: JobRoot =
+      job.image.kind === 'pinned'
+        ? pinnedRoot(await acquireImage(this.#dirs.root, jobDir, job.image))
+        : { rootfs: this.#image.rootfs, binds: this.#image.binds, fileBinds: [] };
+
     let egress: JobEgress | undefined;
     if (job.egress.length > 0) {
       // The forwarder runs on the job's own userland: without its interpreter there is no egress.
-      // (The host image binds the host's /usr; an image has its own.)
-      const interpreter = this.#image.binds.includes('/usr')
+      // (The host image binds the host's /usr; a pinned image has its own.)
+      const interpreter = root.binds.includes('/usr')
         ? FORWARDER_INTERPRETER
-        : join(this.#image.rootfs, FORWARDER_INTERPRETER);
+        : join(root.rootfs, FORWARDER_INTERPRETER);
       if (!existsSync(interpreter)) {
         throw new AirlockError(
           'SANDBOX_SETUP_FAILED',
@@ -477,9 +509,10 @@ export class SandboxEngine {
     const spec = driver.adaptSpec(
       buildOciSpec({
         job,
-        rootfsPath: this.#image.rootfs,
+        rootfsPath: root.rootfs,
         mounts: {
-          imageBinds: this.#image.binds,
+          imageBinds: root.binds,
+          fileBinds: root.fileBinds,
           workspaceDir: workspace.workDir,
           tmpDir: workspace.tmpDir,
           shmBytes: shmBytes(job),
@@ -491,6 +524,12 @@ export class SandboxEngine {
         seccomp: this.#options.seccomp.seccomp,
       }),
     );
+    // The runtime must never create a mount point inside the shared image cache.
+    if (job.image.kind === 'pinned')
+      await checkMountPoints(
+        root.rootfs,
+        spec.mounts.map((mount) => mount.destination),
+      );
     const configSha256 = await writeBundleConfig(jobDir, spec);
     cleanups.push(() => this.#deleteContainer(driver, binaryPath, jobId));
 
@@ -563,6 +602,7 @@ export class SandboxEngine {
       configSha256,
       seccompSha256: this.#options.seccomp.digest.replace(/^sha256:/, ''),
       egress: egressSummary,
+      ...(job.image.kind === 'pinned' ? { imageDigest: job.image.digest } : {}),
     };
   }
 
@@ -604,6 +644,24 @@ export class SandboxEngine {
       );
     }
   }
+}
+
+/** The root a job runs on: the host image, or a pinned image from the cache (no host binds). */
+interface JobRoot {
+  readonly rootfs: string;
+  readonly binds: readonly string[];
+  readonly fileBinds: readonly { readonly source: string; readonly destination: string }[];
+}
+
+function pinnedRoot(image: CachedImage): JobRoot {
+  return { rootfs: image.rootfs, binds: [], fileBinds: image.etcBinds };
+}
+
+function imageNotFound(image: PinnedImage): AirlockError {
+  return new AirlockError(
+    'IMAGE_NOT_FOUND',
+    `image ${image.ref} is not in this worker's image cache: import it with airlock image import`,
+  );
 }
 
 /** Runs every clean-up step, even after one fails; returns what failed. */

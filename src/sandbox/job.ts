@@ -1,4 +1,5 @@
 import { AirlockError } from '../errors.js';
+import { type ImageRef, parseImageRef } from '../images/reference.js';
 import { normaliseEgress } from '../network/allowlist.js';
 
 /**
@@ -51,6 +52,8 @@ export interface SandboxJob {
    * proxy. Absent or empty: no network at all (loopback only), the default.
    */
   egress?: readonly string[];
+  /** `host` (default) or a digest-pinned image `NAME@sha256:<64 hex>` from the image cache. */
+  image?: string;
 }
 
 export interface ValidJob {
@@ -63,6 +66,7 @@ export interface ValidJob {
   files: readonly WorkspaceFile[];
   /** Normalised allowlist entries; empty = no egress. */
   egress: readonly string[];
+  image: ImageRef;
 }
 
 const KiB = 1024;
@@ -233,6 +237,7 @@ export function validateJob(job: SandboxJob): ValidJob {
     inputDir: job.inputDir,
     files: checkFiles(job.files, resources.diskBytes),
     egress: checkEgress(job.egress),
+    image: parseImageRef(job.image),
   };
 }
 

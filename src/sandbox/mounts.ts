@@ -18,6 +18,8 @@ export interface MountPlan {
   readonly shmBytes: number;
   /** Host directory with the job's egress socket and forwarder (egress.ts); absent = no egress. */
   readonly egressDir?: string;
+  /** Host files bound read-only over the image's (a pinned image's /etc/passwd, hosts…). */
+  readonly fileBinds?: readonly { readonly source: string; readonly destination: string }[];
 }
 
 /** /proc and /sys entries replaced by an empty file or directory: OCI defaults plus DESIGN §4 additions. */
@@ -70,6 +72,15 @@ export function mounts(plan: MountPlan): OciMount[] {
     // The host's userland, read-only; nosuid so set-id programs (su, passwd, mount) grant nothing; nodev.
     // "bind", not "rbind": a mount below /usr on the host would not inherit the read-only flag.
     list.push({ destination: dir, type: 'bind', source: dir, options: ['bind', 'ro', 'nosuid', 'nodev'] });
+  }
+  for (const file of plan.fileBinds ?? []) {
+    // Airlock's own passwd, group, hosts… over a pinned image's: read-only, nothing to run.
+    list.push({
+      destination: file.destination,
+      type: 'bind',
+      source: file.source,
+      options: ['bind', 'ro', 'nosuid', 'nodev', 'noexec'],
+    });
   }
   // The job's own disk (a per-job ext4 image, see workspace.ts): size-capped, no set-id, no devices.
   list.push({

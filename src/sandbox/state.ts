@@ -12,6 +12,7 @@ import { AirlockError } from '../errors.js';
  *                              by every Airlock state directory, since host IDs are host-wide
  *   <root>/runtime/<runtime>/  the OCI runtime's --root (container state)
  *   <root>/rootfs/host-<digest>/  the shared read-only root of `image: host`
+ *   <root>/images/<hex>/       digest-pinned images (src/images/cache.ts)
  *
  * Every job and lease records the process that created it (pid + kernel start time, so a
  * reused pid is not mistaken for the owner). The sweep (sweep.ts) removes what belongs to

@@ -1,5 +1,6 @@
 import type { JobSpecV1 } from '../api/types.js';
 import { AirlockError } from '../errors.js';
+import { parseImageRef } from '../images/reference.js';
 import { egressOfNetwork } from '../network/allowlist.js';
 import {
   RESOURCE_BOUNDS,
@@ -52,16 +53,17 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 export function workerJobOf(spec: JobSpecV1): WorkerJob {
   const raw: unknown = spec;
   if (!isRecord(raw)) invalid('the job spec must be an object');
-  // Only what this worker can honour: a spec asking for another image or any network is
-  // refused rather than run with less isolation or different contents than it asked for.
-  if (raw.image !== undefined && raw.image !== 'host')
-    invalid(`image must be "host" (the only image this worker has), got ${JSON.stringify(raw.image)}`);
+  // Only what this worker can honour. The image is `host` or pinned by digest (parseImageRef
+  // refuses tags); a pinned image missing from this worker's cache fails the job with
+  // IMAGE_NOT_FOUND when it runs, never runs on something else.
+  const image = raw.image === undefined ? undefined : parseImageRef(raw.image).ref;
 
   const sandbox: SandboxJob = {
     command: raw.command as string[],
     runtime: (raw.runtime ?? 'runc') as NonNullable<SandboxJob['runtime']>,
     // No fallback: a job that asked for gVisor never runs under runc instead.
     fallbackRuntimes: [],
+    ...(image !== undefined ? { image } : {}),
     ...(raw.env !== undefined ? { env: raw.env as Record<string, string> } : {}),
     ...(raw.resources !== undefined ? { resources: resourcesOf(raw.resources) } : {}),
     ...(raw.inputs !== undefined ? { files: filesOf(raw.inputs) } : {}),

@@ -35,6 +35,7 @@ describe('validateJob: defaults', () => {
       inputDir: undefined,
       files: [],
       egress: [],
+      image: { kind: 'host', ref: 'host' },
     });
   });
 

@@ -44,6 +44,16 @@ describe('jobFromOptions', () => {
     assert.equal('inputDir' in job, false);
   });
 
+  test('--image is carried to the job, and validated there (tags refused)', () => {
+    const ref = `debian@sha256:${'c'.repeat(64)}`;
+    assert.equal(jobFromOptions(['true'], { image: ref }).image, ref);
+    assert.equal('image' in jobFromOptions(['true'], {}), false);
+    assert.throws(() => validateJob(jobFromOptions(['true'], { image: 'debian:12' })), {
+      name: 'AirlockError',
+      code: 'INVALID_JOB',
+    });
+  });
+
   test('an empty command is INVALID_OPTION', () => {
     assert.throws(() => jobFromOptions([], {}), { name: 'AirlockError', code: 'INVALID_OPTION' });
   });

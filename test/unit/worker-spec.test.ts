@@ -68,15 +68,23 @@ describe('workerJobOf: mapping', () => {
       { path: 'data/blob.bin', content: Buffer.from([0, 1, 255]) },
     ]);
     assert.deepEqual(job.outputs, ['dist/**', 'out/a.bin']);
+    assert.equal(job.sandbox.image, 'host');
+    assert.equal(workerJobOf(spec()).sandbox.image, undefined);
+  });
+
+  test('a digest-pinned image is carried over as written', () => {
+    const ref = `debian@sha256:${'a'.repeat(64)}`;
+    assert.equal(workerJobOf(spec({ image: ref })).sandbox.image, ref);
   });
 });
 
 describe('workerJobOf: refusals (INVALID_JOB)', () => {
   const refused: [string, Record<string, unknown>, RegExp][] = [
-    ['another image', { image: 'docker.io/library/alpine' }, /image must be "host"/],
     ['a network that is neither "none" nor an allowlist', { network: 'host' }, /network must be "none" or/],
     ['an unknown network field', { network: { egress: [], dns: true } }, /network: unknown field "dns"/],
     ['a malformed egress entry', { network: { egress: ['https://example.com'] } }, /egress entry "https/],
+    ['an image by tag', { image: 'docker.io/library/alpine' }, /pinned by digest as NAME@sha256/],
+    ['an image with a short digest', { image: 'alpine@sha256:abc' }, /64 lower-case hex/],
     ['memory below the bound', { resources: { memoryMiB: 8 } }, /memoryMiB must be between 16 and/],
     ['a timeout above the bound', { resources: { timeoutSeconds: 8 * 24 * 3600 } }, /timeoutSeconds/],
     ['a fractional MiB', { resources: { diskMiB: 16.5 } }, /diskMiB must be a whole number/],
