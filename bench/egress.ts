@@ -1,8 +1,9 @@
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { startEgressProxy } from '../src/network/egress-proxy.js';
 import type { SandboxEngine } from '../src/sandbox/engine.js';
 import { type PairedResult, paired } from './stats.js';
@@ -145,12 +146,13 @@ export async function egressBench(
     const hostLoop = async (source: string, flags: string): Promise<number> => {
       const dir = await mkdtemp(join(work, 'host-'));
       try {
-        const output = execFileSync('sh', ['-c', loopScript(packages, source, flags)], {
+        // Asynchronous: the registry and the proxy answer from this very process.
+        const { stdout } = await promisify(execFile)('sh', ['-c', loopScript(packages, source, flags)], {
           cwd: dir,
           encoding: 'utf8',
           env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
         });
-        return loopMs(output, packages);
+        return loopMs(stdout, packages);
       } finally {
         await rm(dir, { recursive: true, force: true });
       }

@@ -155,6 +155,8 @@ export const JobRunResultSchema = Type.Object(
         {
           configSha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
           seccompSha256: Type.String({ pattern: '^[0-9a-f]{64}$' }),
+          /** The manifest digest of the job's pinned image (absent for image: host). */
+          imageDigest: Type.Optional(Type.String({ pattern: '^sha256:[0-9a-f]{64}$' })),
         },
         closed,
       ),

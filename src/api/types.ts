@@ -77,7 +77,7 @@ export interface JobRunResult {
   /** Files matched by spec.outputs, with their SHA-256 (hex) and size. */
   outputs: Array<{ path: string; sha256: string; size: number }>;
   /** SHA-256 (hex) of the sandbox's OCI config.json and of its seccomp profile (for the audit trail). */
-  sandbox?: { configSha256: string; seccompSha256: string };
+  sandbox?: { configSha256: string; seccompSha256: string; imageDigest?: string };
   /** A job granted egress: every attempt through its proxy (the last 1000) and the totals. */
   egress?: EgressReport;
 }

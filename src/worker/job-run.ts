@@ -86,7 +86,11 @@ export function jobRunResultOf(result: SandboxResult, outputs: OutputFile[]): Jo
     runtime: result.runtime,
     startFailure: result.startFailure === null ? null : { ...result.startFailure },
     outputs,
-    sandbox: { configSha256: result.configSha256, seccompSha256: result.seccompSha256 },
+    sandbox: {
+      configSha256: result.configSha256,
+      seccompSha256: result.seccompSha256,
+      ...(result.imageDigest !== undefined ? { imageDigest: result.imageDigest } : {}),
+    },
     ...(result.egress !== null ? { egress: egressReportOf(result.egress) } : {}),
   };
 }

@@ -3,6 +3,8 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, rmdir } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -139,6 +141,32 @@ describe('digest-pinned images: a Debian image from scripts/build-debian-image.s
     assert.equal(result.exitCode, 0, output.stderr());
     assert.equal(result.imageDigest, undefined);
     assert.match(output.stdout(), /HOST-NODE-VISIBLE/);
+  });
+
+  test("egress works on a pinned image: the forwarder runs on the image's own perl", async () => {
+    const registry = createServer((_request, response) => response.end('from-the-registry'));
+    await new Promise<void>((resolve) => registry.listen(0, '127.0.0.1', resolve));
+    try {
+      const { port } = registry.address() as AddressInfo;
+      const output = outputCollector();
+      const client =
+        'use Socket; socket(my $s, PF_INET, SOCK_STREAM, 0) or die; ' +
+        'connect($s, sockaddr_in(3128, inet_aton(\'127.0.0.1\'))) or die "connect: $!"; ' +
+        `syswrite($s, "GET http://registry.test:${port}/ HTTP/1.1\\r\\nHost: registry.test\\r\\n\\r\\n"); ` +
+        'my $a = ""; while (sysread($s, my $c, 65536)) { $a .= $c } print((split /\\r\\n\\r\\n/, $a, 2)[1], "\\n");';
+      const result = await engine.run(
+        { command: ['perl', '-e', client], image: image.ref, egress: [`registry.test:${port}`] },
+        {
+          onOutput: output.onOutput,
+          egressSettings: { resolve: async () => ['127.0.0.1'], grantAddresses: ['127.0.0.1/32'] },
+        },
+      );
+      assert.equal(result.exitCode, 0, output.stderr());
+      assert.equal(output.stdout(), 'from-the-registry\n');
+      assert.equal(result.egress?.attempts[0]?.reason, 'allowed');
+    } finally {
+      registry.close();
+    }
   });
 
   test('an image that is not in the cache fails the job with IMAGE_NOT_FOUND', async () => {
