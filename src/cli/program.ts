@@ -1,8 +1,8 @@
 import { Command, CommanderError, Option } from 'commander';
 import { RUNTIME_NAMES } from '../sandbox/job.js';
 import { registerClientCommands } from './client-commands.js';
-import { registerImageCommands } from './image-command.js';
 import { registerImageApprovalCommands } from './image-approval-command.js';
+import { registerImageCommands } from './image-command.js';
 import type { CliContext, CommandResult } from './io.js';
 import type { SandboxCommandOptions } from './sandbox-command.js';
 import type { SelftestCommandOptions } from './selftest-command.js';
