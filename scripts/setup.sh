@@ -3,9 +3,9 @@
 #   OS packages: runc, crun, runsc (gVisor), e2fsprogs (mkfs.ext4 for job disks),
 #                mount + util-linux (loop mounts), perl (selftest probes);
 #                with --for-tests also gcc and libc6-dev (a static i386-ABI test program),
-#                openssh-client (ssh-keygen: real SSH keys and signatures) and mmdebstrap
+#                openssh-client (ssh-keygen: real SSH keys and signatures), curl (egress tests) and mmdebstrap
 #                (the Debian test image of scripts/build-debian-image.sh);
-#                with --for-bench also gcc and make (the build benchmark);
+#                with --for-bench also gcc and make (the build benchmark) and curl (egress);
 #   npm packages: `npm ci` when node_modules is missing or older than package-lock.json
 #                (with python3, make and g++ for the native build of better-sqlite3);
 #   the build:    `npm run build` when dist/ is missing or older than a source file.
@@ -60,6 +60,8 @@ fi
 if [ "$bench" = 1 ]; then
   need gcc gcc
   need make make
+  # the egress benchmark fetches its packages with curl
+  need curl curl
 fi
 if [ "$tests" = 1 ]; then
   need gcc gcc
@@ -67,6 +69,8 @@ if [ "$tests" = 1 ]; then
   need ssh-keygen openssh-client
   # the Debian image of the digest-pinned image tests (scripts/build-debian-image.sh)
   need mmdebstrap mmdebstrap
+  # a job of the egress tests fetches through its proxy with curl (from the host image's /usr)
+  need curl curl
   # libc.a for a static test program; gcc prints the bare name when it has none.
   case "$(gcc -print-file-name=libc.a 2>/dev/null)" in
     /*) ;;

@@ -52,6 +52,12 @@ export function registerClientCommands(
     .option('--output-limit <size>', 'stdout+stderr kept, whole KiB (server default 1M)')
     .option('--env <NAME=VALUE>', 'environment variable for the job (repeatable)', collect)
     .option('--input <dir>', "send this directory's files into the workspace (files only; no links)")
+    .option('--image <ref>', 'root filesystem: host (default) or NAME@sha256:<64 hex> (docs/images.md)')
+    .option(
+      '--egress <host:port>',
+      "allow egress to this destination through the job's proxy (repeatable; must be in the project's profile; docs/network.md)",
+      collect,
+    )
     .option('--project <name>', 'project the job belongs to', 'default')
     .option('--environment <env>', 'environment: dev, staging, prod…', 'dev')
     .option('--detach', 'print the job id once submitted, and exit 0 without waiting')

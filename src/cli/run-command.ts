@@ -6,6 +6,8 @@ import { EXIT_INTERRUPTED, exitCodeOfEnd, followLogs } from '../client/follow.js
 import { DEFAULT_INPUT_LIMITS, readInputDir } from '../client/inputs.js';
 import { isTerminal, ProgressLine, type ProgressOptions, writeOut } from '../client/terminal.js';
 import { AirlockError, describeError, isAirlockError } from '../errors.js';
+import { parseImageRef } from '../images/reference.js';
+import { normaliseEgress } from '../network/allowlist.js';
 import type { CliContext, CommandResult } from './io.js';
 import { parseEnvPairs, parseResources, parseRuntime, type SandboxCliOptions } from './options.js';
 
@@ -17,6 +19,8 @@ import { parseEnvPairs, parseResources, parseRuntime, type SandboxCliOptions } f
  */
 
 export interface RunCommandOptions extends SandboxCliOptions {
+  image?: string;
+  egress?: string[];
   project?: string;
   environment?: string;
   detach?: boolean;
@@ -91,7 +95,20 @@ export function specFromRunOptions(command: readonly string[], options: RunComma
   if (options.runtime !== undefined) spec.runtime = parseRuntime('runtime', options.runtime);
   if (Object.keys(env).length > 0) spec.env = env;
   if (Object.keys(resources).length > 0) spec.resources = resources;
+  if (options.image !== undefined) spec.image = asOption('image', () => parseImageRef(options.image).ref);
+  const egress = options.egress ?? [];
+  if (egress.length > 0) spec.network = { egress: asOption('egress', () => normaliseEgress(egress)) };
   return spec;
+}
+
+/** A spec check's INVALID_JOB, said as the option that caused it. */
+function asOption<T>(option: string, check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof AirlockError) bad(option, error.message);
+    throw error;
+  }
 }
 
 /** The Ctrl-C state of one command: the first asks the job to stop, the second leaves. */

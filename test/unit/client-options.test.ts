@@ -51,6 +51,24 @@ describe('specFromRunOptions', () => {
     });
   });
 
+  test("--image and --egress become the spec's image and network, checked and normalised", () => {
+    const digest = `sha256:${'a'.repeat(64)}`;
+    const spec = specFromRunOptions(['npm', 'ci'], {
+      image: `debian@${digest}`,
+      egress: ['registry.npmjs.org:443', '[2001:db8:0::1]:443'],
+    });
+    assert.equal(spec.image, `debian@${digest}`);
+    assert.deepEqual(spec.network, { egress: ['registry.npmjs.org:443', '[2001:db8::1]:443'] });
+    assert.throws(() => specFromRunOptions(['true'], { image: 'debian:12' }), {
+      code: 'INVALID_OPTION',
+      message: /^--image: .*tags are not accepted/,
+    });
+    assert.throws(() => specFromRunOptions(['true'], { egress: ['https://example.com'] }), {
+      code: 'INVALID_OPTION',
+      message: /^--egress: egress entry "https/,
+    });
+  });
+
   test('defaults: project "default", environment "dev", no runtime (the server picks), no resources or env', () => {
     assert.deepEqual(specFromRunOptions(['true'], {}), {
       version: 1,
