@@ -505,7 +505,8 @@ describe('Worker: running a job', () => {
 
   test('a spec the worker cannot honour is reported as an INVALID_JOB error, never run', async (t) => {
     const h = startWorker(t);
-    const job = claimedJob({ network: { egress: ['example.com:443'] } as unknown as 'none' });
+    // A malformed allowlist entry: the worker never runs what it cannot check.
+    const job = claimedJob({ network: { egress: ['https://example.com/'] } });
     h.server.queue.push(job);
     await waitFor(() => h.server.callsOf('result').length === 1, 'a result');
     const report = reportOf(h.server, job.jobId);
