@@ -81,27 +81,24 @@ const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null
 export const MAX_EGRESS_ATTEMPTS = 1000;
 const EgressCount = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 
+const egressAttemptFields = {
+  at: Iso,
+  destination: Nullable(Type.String({ maxLength: 320 })),
+  protocol: Nullable(Type.Union([Type.Literal('connect'), Type.Literal('http')])),
+  resolved: Nullable(Type.String({ maxLength: 64 })),
+  allowed: Type.Boolean(),
+  reason: Type.String({ pattern: '^[a-z-]{1,40}$' }),
+  detail: Nullable(Type.String({ maxLength: 320 })),
+  bytesUp: EgressCount,
+  bytesDown: EgressCount,
+  durationMs: EgressCount,
+};
+const EgressAttemptSchema = Type.Object(egressAttemptFields, closed);
+
 const EgressReportSchema = Type.Object(
   {
     allow: Type.Array(Type.String({ minLength: 1, maxLength: 300 }), { maxItems: 1024 }),
-    attempts: Type.Array(
-      Type.Object(
-        {
-          at: Iso,
-          destination: Nullable(Type.String({ maxLength: 320 })),
-          protocol: Nullable(Type.Union([Type.Literal('connect'), Type.Literal('http')])),
-          resolved: Nullable(Type.String({ maxLength: 64 })),
-          allowed: Type.Boolean(),
-          reason: Type.String({ pattern: '^[a-z-]{1,40}$' }),
-          detail: Nullable(Type.String({ maxLength: 320 })),
-          bytesUp: EgressCount,
-          bytesDown: EgressCount,
-          durationMs: EgressCount,
-        },
-        closed,
-      ),
-      { maxItems: MAX_EGRESS_ATTEMPTS },
-    ),
+    attempts: Type.Array(EgressAttemptSchema, { maxItems: MAX_EGRESS_ATTEMPTS }),
     totals: Type.Object(
       {
         bytesUp: EgressCount,
@@ -109,10 +106,23 @@ const EgressReportSchema = Type.Object(
         connections: EgressCount,
         refused: EgressCount,
         droppedRecords: EgressCount,
+        unrecorded: EgressCount,
         exhausted: Nullable(Type.String({ pattern: '^[a-z-]{1,40}$' })),
       },
       closed,
     ),
+  },
+  closed,
+);
+
+/** A worker's batch of egress attempts, streamed while the job runs (at most 100 a call). */
+export const EgressBatchSchema = Type.Object(
+  {
+    fence: Type.Integer({ minimum: 1 }),
+    attempts: Type.Array(Type.Object({ ...egressAttemptFields, seq: Type.Integer({ minimum: 1 }) }, closed), {
+      minItems: 1,
+      maxItems: 100,
+    }),
   },
   closed,
 );

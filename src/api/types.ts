@@ -99,6 +99,15 @@ export interface EgressAttemptReport {
   durationMs: number;
 }
 
+/**
+ * Egress attempts streamed by a worker while its job runs, each numbered 1, 2, … per attempt
+ * of the job (a batch retried after a lost answer may record an attempt twice, with its seq).
+ */
+export interface EgressBatch {
+  fence: number;
+  attempts: Array<EgressAttemptReport & { seq: number }>;
+}
+
 export interface EgressReport {
   /** The job's allowlist, normalised. */
   allow: string[];
@@ -108,8 +117,10 @@ export interface EgressReport {
     bytesDown: number;
     connections: number;
     refused: number;
-    /** Attempts beyond the 1000 kept (the oldest are dropped). */
+    /** Attempts beyond the 1000 kept (refused ones are dropped first; each was streamed to the audit log). */
     droppedRecords: number;
+    /** Refusals counted but not recorded one by one (attempts after a job-wide cap). */
+    unrecorded: number;
     /** A job-wide cap reached (or recording failed): every later attempt was refused. */
     exhausted: string | null;
   };

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { closeSync, constants, createReadStream, fstatSync, openSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -80,9 +80,27 @@ export function directorySource(dir: string): LayoutSource {
       }
       const info = await lstat(path);
       if (!info.isFile()) refuse(`${path} is not a regular file`);
-      return { size: info.size, stream: () => createReadStream(path) };
+      // Each read opens the file again without following a link, and checks what it opened:
+      // a layout directory someone else can write may swap a blob for a link or a FIFO meanwhile.
+      return { size: info.size, stream: () => createReadStream('', { fd: openRegularFile(path) }) };
     },
   };
+}
+
+/** Opens a regular file for reading: never through a final symbolic link, never a FIFO or device. */
+function openRegularFile(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    refuse(code === 'ELOOP' ? `${path} became a symbolic link` : `cannot open ${path}: ${code ?? 'error'}`);
+  }
+  if (!fstatSync(fd).isFile()) {
+    closeSync(fd);
+    refuse(`${path} is not a regular file`);
+  }
+  return fd;
 }
 
 /**
@@ -92,7 +110,9 @@ export function directorySource(dir: string): LayoutSource {
  */
 export async function tarSource(file: string, maxMembers = 100_000): Promise<LayoutSource> {
   const members = new Map<string, { offset: number; size: number }>();
-  await readTar(createReadStream(file), async (entry, _content, offset) => {
+  // Opened once: every member is then read from this same file, whatever happens to the name.
+  const fd = openRegularFile(file);
+  await readTar(createReadStream('', { fd, start: 0, autoClose: false }), async (entry, _content, offset) => {
     if (entry.type !== 'file') return;
     const name = entry.path.replace(/^(\.\/)+/, '').replace(/^\/+/, '');
     if (members.has(name)) refuse(`${file} holds ${name} twice`);
@@ -109,7 +129,12 @@ export async function tarSource(file: string, maxMembers = 100_000): Promise<Lay
         stream: () =>
           member.size === 0
             ? createReadStream('/dev/null')
-            : createReadStream(file, { start: member.offset, end: member.offset + member.size - 1 }),
+            : createReadStream('', {
+                fd,
+                autoClose: false,
+                start: member.offset,
+                end: member.offset + member.size - 1,
+              }),
       };
     },
   };

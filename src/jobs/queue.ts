@@ -1,6 +1,7 @@
 import type {
   ClaimedJob,
   ClaimRequest,
+  EgressBatch,
   JobSpecV1,
   JobState,
   LeaseStatus,
@@ -10,6 +11,7 @@ import type {
 import type { AuditLog } from '../audit/audit-log.js';
 import { type Principal, requireAction, visibleProjects } from '../auth/principal.js';
 import { AirlockError } from '../errors.js';
+import { egressOfNetwork } from '../network/allowlist.js';
 import type { JobRow, Store, Tx } from '../store/store.js';
 import type { JobEvents } from './events.js';
 import { AIRLOCK_FAILURE_EXIT, checkMove, isTerminal, outcomeOf } from './lifecycle.js';
@@ -138,6 +140,36 @@ export class JobQueue {
     });
   }
 
+  /**
+   * Records egress attempts of the running job as they end, one `job.egress` audit event
+   * each, in one transaction per batch (a worker streams them while the job runs, so a job
+   * cannot push an attempt out of a bounded list before it is recorded).
+   */
+  async recordEgress(
+    who: Principal,
+    jobId: string,
+    fence: number,
+    attempts: EgressBatch['attempts'],
+  ): Promise<LeaseStatus> {
+    return this.#o.store.transaction(async (tx) => {
+      const row = await this.#held(tx, who, jobId, fence);
+      for (const attempt of attempts) {
+        await this.#o.audit.append(tx, {
+          actor: who.name,
+          action: 'job.egress',
+          target: `job:${row.id}`,
+          outcome: attempt.allowed ? 'succeeded' : 'denied',
+          reason: attempt.allowed ? '' : attempt.reason,
+          source: who.source,
+          details: { attempt: row.attempts, ...attempt },
+        });
+      }
+      this.#renew(row);
+      await tx.jobs.update(row);
+      return this.#status(row);
+    });
+  }
+
   /** Appends chunks numbered 1, 2, … per attempt; a chunk already stored (a retry) is skipped. */
   async appendLogs(
     who: Principal,
@@ -218,24 +250,13 @@ export class JobQueue {
               outputs: r.outputs.slice(0, 100),
               ...(r.sandbox !== undefined ? { sandbox: r.sandbox } : {}),
               resources: row.spec.resources ?? {},
+              // The grant as the server admitted it, not as the worker reports it.
               ...(r.egress !== undefined
-                ? { egress: { allow: r.egress.allow, totals: r.egress.totals } }
+                ? { egress: { allow: egressOfNetwork(row.spec.network), totals: r.egress.totals } }
                 : {}),
             }
           : {}),
       });
-      // Every egress attempt the worker reported, one event each, in the same transaction.
-      for (const attempt of r?.egress?.attempts ?? []) {
-        await this.#o.audit.append(tx, {
-          actor: who.name,
-          action: 'job.egress',
-          target: `job:${row.id}`,
-          outcome: attempt.allowed ? 'succeeded' : 'denied',
-          reason: attempt.allowed ? '' : attempt.reason,
-          source: who.source,
-          details: { attempt: row.attempts, ...attempt },
-        });
-      }
       return row.state;
     });
     this.#o.events.changed(jobId);

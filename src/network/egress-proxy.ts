@@ -89,6 +89,13 @@ export interface EgressTotals {
   readonly refused: number;
   /** Records that fell out of the bounded list returned by attempts() (onAttempt saw them all). */
   readonly droppedRecords: number;
+  /**
+   * Refusals counted but not recorded one by one: connections accepted after a job-wide cap
+   * was reached, and every drop at the open-socket bound but the first. A job could otherwise
+   * make records (and audit events) without end, or push its real attempts out of the kept
+   * list with refused ones.
+   */
+  readonly unrecorded: number;
   /** Set once a job-wide cap is reached (or recording failed): every new attempt is refused. */
   readonly exhausted: 'byte-cap' | 'connection-cap' | 'record-failed' | null;
 }
@@ -204,6 +211,8 @@ class Attempt {
   protocol: 'connect' | 'http' | null = null;
   resolved: string | null = null;
   allowed = false;
+  /** Accepted after a job-wide cap: refused and counted, never recorded. */
+  quiet = false;
   /** A request has been read: later pipelined ones are ignored (one request per connection). */
   claimed = false;
   bytesUp = 0;
@@ -229,6 +238,15 @@ function positiveInteger(name: string, value: number | undefined, fallback: numb
 
 /** Timers hold at most 2^31-1 ms. */
 const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/**
+ * An authority as the job wrote it, for the record of a refused request: user information
+ * (`user:password@host`) is replaced, never recorded — it may be a credential.
+ */
+function shownAuthority(text: string): string {
+  const at = text.lastIndexOf('@');
+  return clip(at < 0 ? text : `[userinfo]@${text.slice(at + 1)}`);
+}
 
 function clip(text: string): string {
   const printable = text.replace(/[^\x20-\x7e]/g, '?');
@@ -293,6 +311,8 @@ class EgressProxyServer implements EgressProxy {
   #bytesDown = 0;
   #connections = 0;
   #refused = 0;
+  #unrecorded = 0;
+  #dropRecorded = false;
   #slotsInUse = 0;
   #exhausted: EgressTotals['exhausted'] = null;
   #recorderBroken = false;
@@ -345,6 +365,11 @@ class EgressProxyServer implements EgressProxy {
     this.#server.maxConnections = this.#limits.maxConcurrent + HEADER_PHASE_HEADROOM;
     this.#server.on('connection', (socket: Socket) => this.#accept(socket));
     this.#server.on('drop', () => {
+      if (this.#dropRecorded) {
+        this.#countQuietly();
+        return;
+      }
+      this.#dropRecorded = true;
       this.#record(null, { reason: 'concurrency-cap', detail: 'too many open connections to the proxy' });
     });
     this.#server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) =>
@@ -392,6 +417,7 @@ class EgressProxyServer implements EgressProxy {
       active: this.#active.size,
       refused: this.#refused,
       droppedRecords: this.#droppedRecords,
+      unrecorded: this.#unrecorded,
       exhausted: this.#exhausted,
     };
   }
@@ -415,6 +441,8 @@ class EgressProxyServer implements EgressProxy {
       return;
     }
     const attempt = new Attempt(socket);
+    // Past a job-wide cap every attempt is refused; it is counted, not recorded (see unrecorded).
+    attempt.quiet = this.#exhausted !== null;
     this.#sockets.add(socket);
     socket.once('close', () => this.#sockets.delete(socket));
     this.#connections += 1;
@@ -482,7 +510,7 @@ class EgressProxyServer implements EgressProxy {
     const asked = request.url ?? '';
     const parsed = parseTarget(asked);
     if (!parsed.ok) {
-      attempt.destination = clip(asked);
+      attempt.destination = shownAuthority(asked);
       this.#refuse(attempt, null, { reason: 'malformed-request', detail: `CONNECT target: ${parsed.why}` });
       return;
     }
@@ -545,7 +573,7 @@ class EgressProxyServer implements EgressProxy {
       return;
     }
     const [, scheme = '', authority = '', rest = ''] = match;
-    attempt.destination = clip(authority);
+    attempt.destination = shownAuthority(authority);
     if (scheme.toLowerCase() !== 'http') {
       this.#refuse(attempt, response, {
         reason: 'unsupported-scheme',
@@ -889,7 +917,16 @@ class EgressProxyServer implements EgressProxy {
     return attempt.protocol === 'http' ? this.#syncWritten(attempt) : 0;
   }
 
+  #countQuietly(): void {
+    this.#refused += 1;
+    this.#unrecorded += 1;
+  }
+
   #record(attempt: Attempt | null, refusal: Refusal): void {
+    if (attempt?.quiet === true && attempt.allowed !== true) {
+      this.#countQuietly();
+      return;
+    }
     const now = Date.now();
     const record: EgressRecord = {
       at: attempt?.at ?? new Date(now).toISOString(),
@@ -906,7 +943,10 @@ class EgressProxyServer implements EgressProxy {
     if (!record.allowed) this.#refused += 1;
     this.#records.push(record);
     if (this.#records.length > this.#limits.maxRecords) {
-      this.#records.shift();
+      // Refused records make room first: a job cannot push its allowed attempts out of the
+      // kept list with refused ones (onAttempt sees every record either way).
+      const oldestRefused = this.#records.findIndex((kept) => !kept.allowed);
+      this.#records.splice(Math.max(oldestRefused, 0), 1);
       this.#droppedRecords += 1;
     }
     if (this.#onAttempt === undefined || this.#recorderBroken) return;

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync } from 'node:fs';
 import { mkdir, open, readdir, rm } from 'node:fs/promises';
 import { constants as osConstants, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -476,10 +476,12 @@ export class SandboxEngine {
     if (job.egress.length > 0) {
       // The forwarder runs on the job's own userland: without its interpreter there is no egress.
       // (The host image binds the host's /usr; a pinned image has its own.)
-      const interpreter = root.binds.includes('/usr')
-        ? FORWARDER_INTERPRETER
-        : join(root.rootfs, FORWARDER_INTERPRETER);
-      if (!existsSync(interpreter)) {
+      // In a pinned image it is looked at without following a link: a link there points into
+      // the image's own tree, not the host's.
+      const present = root.binds.includes('/usr')
+        ? existsSync(FORWARDER_INTERPRETER)
+        : lstatSync(join(root.rootfs, FORWARDER_INTERPRETER), { throwIfNoEntry: false }) !== undefined;
+      if (!present) {
         throw new AirlockError(
           'SANDBOX_SETUP_FAILED',
           `egress needs ${FORWARDER_INTERPRETER} in the job's image (it runs the egress forwarder)`,

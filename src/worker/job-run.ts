@@ -5,6 +5,7 @@ import type { EgressSummary } from '../sandbox/egress.js';
 import type { SandboxResult } from '../sandbox/engine.js';
 import { DEFAULT_RESOURCES, type RuntimeName } from '../sandbox/job.js';
 import { truncationMarker } from '../sandbox/output.js';
+import { EgressShipper } from './egress-shipper.js';
 import {
   type Backoff,
   type Clock,
@@ -108,6 +109,7 @@ export function egressReportOf(summary: EgressSummary): EgressReport {
       connections: totals.connections,
       refused: totals.refused,
       droppedRecords: totals.droppedRecords + (summary.attempts.length - kept.length),
+      unrecorded: totals.unrecorded,
       exhausted: totals.exhausted,
     },
   };
@@ -131,6 +133,8 @@ export class JobRun {
   /** The result is on its way: its own answer decides the ending from here. */
   #reporting = false;
   #shipper: LogShipper | undefined;
+  #egress: EgressShipper | undefined;
+  #egressFailure: unknown;
 
   /** `claimedAt`: when the claim's answer arrived (on deps.now's clock). */
   constructor(claimed: ClaimedJob, claimedAt: number, deps: JobRunDeps) {
@@ -171,6 +175,7 @@ export class JobRun {
       this.#done.abort();
       this.#sandboxAbort.abort();
       this.#shipper?.close();
+      this.#egress?.close();
     }
     await heartbeats;
     this.#deps.logger.info({ ...this.#log, ending }, `job ${ending}`);
@@ -211,6 +216,7 @@ export class JobRun {
     }
 
     const shipper = this.#startShipper(job);
+    const egress = this.#startEgressShipper();
     let result: SandboxResult | undefined;
     let runError: unknown;
     let outputs: OutputFile[] = [];
@@ -218,6 +224,7 @@ export class JobRun {
     try {
       result = await this.#deps.engine.run(job.sandbox, {
         onOutput: shipper.write,
+        onEgress: egress.record,
         signal: this.#sandboxAbort.signal,
         inspect: async (workspace) => {
           if (this.#isLost) return;
@@ -239,13 +246,26 @@ export class JobRun {
       shipper.close();
       return this.#release('the worker stopped while the job ran');
     }
-    // Every chunk is acknowledged before the result: the server can then close the log.
+    // Every egress record and every chunk is acknowledged before the result.
+    try {
+      await egress.flush();
+    } catch {
+      // Recorded by the egress shipper's onFailure: a lost lease or a refused batch.
+    }
     try {
       await shipper.flush();
     } catch {
       // Recorded by the shipper's onFailure: a lost lease or a refused log.
     }
     if (this.#isLost) return 'lost';
+    if (this.#egressFailure !== undefined) {
+      const { code, message } = errorOf(this.#egressFailure);
+      return this.#report({
+        outcome: 'error',
+        result: null,
+        error: { code, message: `the job's egress records could not be shipped: ${message}` },
+      });
+    }
     if (this.#shippingFailure !== undefined) {
       const { code, message } = errorOf(this.#shippingFailure);
       return this.#report({
@@ -257,6 +277,30 @@ export class JobRun {
     if (result === undefined)
       return this.#report({ outcome: 'error', result: null, error: errorOf(runError) });
     return this.#report({ outcome: 'completed', result: jobRunResultOf(result, outputs), error: null });
+  }
+
+  #startEgressShipper(): EgressShipper {
+    const { client } = this.#deps;
+    const { jobId, fence } = this.#claimed;
+    this.#egress = new EgressShipper({
+      send: async (attempts) => {
+        this.#onStatus(await this.#call((options) => client.egress(jobId, { fence, attempts }, options)));
+      },
+      onFailure: (error) => {
+        if (leaseGone(error) || isTransient(error)) {
+          this.#lose(error, 'egress');
+          return;
+        }
+        // Refused for another reason: egress that cannot be recorded must not go on.
+        this.#deps.logger.error(
+          { ...this.#log, err: error },
+          'egress records were refused; stopping the job',
+        );
+        this.#egressFailure = error;
+        this.#sandboxAbort.abort();
+      },
+    });
+    return this.#egress;
   }
 
   #startShipper(job: WorkerJob): LogShipper {

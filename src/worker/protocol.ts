@@ -1,6 +1,7 @@
 import type {
   ClaimedJob,
   ClaimRequest,
+  EgressBatch,
   FencedRequest,
   JobSpecV1,
   LeaseStatus,
@@ -31,6 +32,8 @@ export interface WorkerProtocol {
   start(jobId: string, body: FencedRequest, options?: CallOptions): Promise<LeaseStatus>;
   heartbeat(jobId: string, body: FencedRequest, options?: CallOptions): Promise<LeaseStatus>;
   logs(jobId: string, body: LogChunks, options?: CallOptions): Promise<LeaseStatus>;
+  /** Egress attempts of the running job, as they end (one audit event each). */
+  egress(jobId: string, body: EgressBatch, options?: CallOptions): Promise<LeaseStatus>;
   result(jobId: string, body: ResultReport, options?: CallOptions): Promise<void>;
   release(jobId: string, body: FencedRequest, options?: CallOptions): Promise<void>;
 }
@@ -104,6 +107,9 @@ export function httpWorkerProtocol(client: HttpClient): WorkerProtocol {
     },
     async logs(jobId, body, options) {
       return parseLeaseStatus(await post(jobPath(jobId, 'logs'), body, options));
+    },
+    async egress(jobId, body, options) {
+      return parseLeaseStatus(await post(jobPath(jobId, 'egress'), body, options));
     },
     async result(jobId, body, options) {
       await post(jobPath(jobId, 'result'), body, options);

@@ -746,7 +746,9 @@ describe('egress proxy: caps', { timeout: 60_000 }, () => {
     assert.equal(proxy.totals().exhausted, 'byte-cap');
     const later = await rawExchange(port, `CONNECT echo.test:${targets.echoPort} HTTP/1.1\r\n\r\n`);
     assert.equal(statusOf(later.text), 403);
-    assert.equal((await lastRecord(proxy, 3)).reason, 'byte-cap');
+    // Refused past the cap: counted, not recorded (a job could otherwise make records without end).
+    await waitFor(() => (proxy.totals().unrecorded === 1 ? true : undefined), 'a counted refusal');
+    assert.equal(proxy.attempts().length, 2);
   });
 
   it('cuts a plain HTTP download at the byte cap', { timeout: TEST_TIMEOUT }, async (t) => {
@@ -777,6 +779,56 @@ describe('egress proxy: caps', { timeout: 60_000 }, () => {
     assert.equal(proxy.totals().connections, 3);
   });
 
+  it('past a job-wide cap, attempts are counted, not recorded: a job cannot make records without end', {
+    timeout: TEST_TIMEOUT,
+  }, async (t) => {
+    const targets = await startTargets(t);
+    const seen: EgressRecord[] = [];
+    const proxy = await startProxy(t, {
+      allow: [`registry.test:${targets.httpPort}`],
+      maxConnections: 1,
+      onAttempt: (record) => seen.push(record),
+    });
+    const url = `http://registry.test:${targets.httpPort}/bytes/1`;
+    assert.equal((await viaProxy(proxy, url)).status, 200);
+    assert.equal((await viaProxy(proxy, url)).status, 403); // the one that reaches the cap: recorded
+    for (let i = 0; i < 5; i += 1) assert.equal((await viaProxy(proxy, url)).status, 403);
+    await waitFor(() => (proxy.totals().unrecorded === 5 ? true : undefined), 'five quiet refusals');
+    assert.deepEqual(
+      seen.map((record) => record.reason),
+      ['allowed', 'connection-cap'],
+    );
+    assert.equal(proxy.attempts().length, 2);
+    assert.equal(proxy.totals().refused, 6);
+  });
+
+  it('refused records make room first: refused attempts cannot push an allowed one out of the kept list', {
+    timeout: TEST_TIMEOUT,
+  }, async (t) => {
+    const targets = await startTargets(t);
+    const proxy = await startProxy(t, { allow: [`registry.test:${targets.httpPort}`], maxRecords: 3 });
+    assert.equal((await viaProxy(proxy, `http://registry.test:${targets.httpPort}/bytes/1`)).status, 200);
+    for (let i = 0; i < 6; i += 1)
+      assert.equal((await viaProxy(proxy, `http://unlisted.example.com:${targets.httpPort}/`)).status, 403);
+    await waitFor(() => (proxy.totals().droppedRecords === 4 ? true : undefined), 'four dropped');
+    const kept = proxy.attempts();
+    assert.equal(kept.length, 3);
+    assert.equal(kept[0]?.reason, 'allowed');
+  });
+
+  it('a request with user information is recorded without it', { timeout: TEST_TIMEOUT }, async (t) => {
+    const targets = await startTargets(t);
+    const proxy = await startProxy(t, { allow: [`registry.test:${targets.httpPort}`] });
+    const answer = await rawExchange(
+      { port: proxyPort(proxy) },
+      `GET http://user:s3cret@registry.test:${targets.httpPort}/ HTTP/1.1\r\nHost: registry.test\r\n\r\n`,
+    );
+    assert.equal(statusOf(answer.text), 400);
+    const record = await lastRecord(proxy, 1);
+    assert.equal(record.destination, `[userinfo]@registry.test:${targets.httpPort}`);
+    assert.ok(!JSON.stringify(proxy.attempts()).includes('s3cret'));
+  });
+
   it('refuses a connection past maxConcurrent with 429, and takes one again once a slot frees', {
     timeout: TEST_TIMEOUT,
   }, async (t) => {
@@ -799,7 +851,7 @@ describe('egress proxy: caps', { timeout: 60_000 }, () => {
     );
   });
 
-  it('drops connections beyond maxConcurrent plus a small allowance for heads, and records the drop', {
+  it('drops connections beyond maxConcurrent plus a small allowance for heads, and records the first drop', {
     timeout: TEST_TIMEOUT,
   }, async (t) => {
     const proxy = await startProxy(t, {
@@ -817,15 +869,13 @@ describe('egress proxy: caps', { timeout: 60_000 }, () => {
       sockets.push(socket);
       await new Promise((resolve) => socket.once('connect', resolve));
     }
-    const drops = await waitFor(
-      () => (proxy.attempts().length >= 3 ? proxy.attempts() : undefined),
-      'drop records',
-    );
-    assert.equal(drops.length, 3, '1 + 16 connections held, 3 dropped');
-    for (const record of drops) {
-      assert.equal(record.reason, 'concurrency-cap');
-      assert.equal(record.destination, null);
-    }
+    // 1 + 16 connections held, 3 dropped: the first drop is recorded, the others counted.
+    await waitFor(() => (proxy.totals().unrecorded === 2 ? true : undefined), 'two counted drops');
+    const drops = proxy.attempts();
+    assert.equal(drops.length, 1);
+    assert.equal(drops[0]?.reason, 'concurrency-cap');
+    assert.equal(drops[0]?.destination, null);
+    assert.equal(proxy.totals().refused, 3);
     assert.equal(proxy.totals().active, 17);
   });
 

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import {
   chmod,
   lstat,
@@ -11,6 +12,7 @@ import {
   symlink,
   writeFile,
 } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, beforeEach, describe, test } from 'node:test';
@@ -28,6 +30,7 @@ import {
   sweepImageCache,
 } from '../../src/images/cache.js';
 import { importImage } from '../../src/images/import.js';
+import { directorySource } from '../../src/images/layout.js';
 import { type PinnedImage, parseImageRef } from '../../src/images/reference.js';
 import { readTar, type TarEntry } from '../../src/images/tar.js';
 import { entryComponents } from '../../src/images/unpack.js';
@@ -605,5 +608,32 @@ describe('image import', { skip: isRoot ? false : 'needs root (the cache is root
     await refusedWith(importImage(sandbox, dir), /cannot be read/);
     await assertNothingWritten();
     assert.ok(gzipSync(Buffer.alloc(1)).length > 0);
+  });
+});
+
+describe('layout sources read what they checked', () => {
+  test('a blob swapped for a symbolic link or a FIFO after the check is refused, not followed', async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), 'airlock-layout-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    await mkdir(join(dir, 'blobs', 'sha256'), { recursive: true });
+    const blob = join(dir, 'blobs', 'sha256', 'a'.repeat(64));
+    await writeFile(blob, 'layer bytes');
+    await writeFile(join(dir, 'secret'), 'not part of the layout');
+    const source = directorySource(dir);
+    const opened = await source.open(`blobs/sha256/${'a'.repeat(64)}`);
+    assert.ok(opened !== null);
+    // Swapped between the check and the read.
+    await rm(blob);
+    await symlink(join(dir, 'secret'), blob);
+    assert.throws(
+      () => opened.stream(),
+      (error: unknown) => isAirlockError(error, 'IMAGE_INVALID'),
+    );
+    await rm(blob);
+    execFileSync('mkfifo', [blob]);
+    assert.throws(
+      () => opened.stream(),
+      (error: unknown) => isAirlockError(error, 'IMAGE_INVALID'),
+    );
   });
 });

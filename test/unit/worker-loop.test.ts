@@ -4,6 +4,7 @@ import { describe, type TestContext, test } from 'node:test';
 import type {
   ClaimedJob,
   ClaimRequest,
+  EgressBatch,
   FencedRequest,
   JobSpecV1,
   LeaseStatus,
@@ -11,6 +12,7 @@ import type {
   ResultReport,
 } from '../../src/api/types.js';
 import { AirlockError } from '../../src/errors.js';
+import type { EgressRecord } from '../../src/network/egress-proxy.js';
 import type { RunOptions, SandboxResult } from '../../src/sandbox/engine.js';
 import type { RuntimeName, SandboxJob } from '../../src/sandbox/job.js';
 import type { WorkspaceEntry, WorkspaceReader } from '../../src/sandbox/workspace.js';
@@ -25,7 +27,7 @@ import { Worker, type WorkerOptions } from '../../src/worker/worker.js';
 // write output and last until their time is up (or they are aborted), a recording logger ----
 
 interface Call {
-  readonly kind: 'claim' | 'start' | 'heartbeat' | 'logs' | 'result' | 'release';
+  readonly kind: 'claim' | 'start' | 'heartbeat' | 'logs' | 'egress' | 'result' | 'release';
   readonly jobId: string | null;
   readonly body: unknown;
 }
@@ -44,6 +46,21 @@ function claimedJob(spec: Partial<JobSpecV1> = {}, leaseTtlMs = 300): ClaimedJob
   };
 }
 
+function egressRecord(i: number): EgressRecord {
+  return {
+    at: new Date().toISOString(),
+    destination: `registry.test:443`,
+    protocol: 'connect',
+    resolved: '192.0.2.10',
+    allowed: i % 2 === 0,
+    reason: i % 2 === 0 ? 'allowed' : 'not-allowlisted',
+    detail: null,
+    bytesUp: 10,
+    bytesDown: 20,
+    durationMs: 3,
+  };
+}
+
 const leaseStatus = (cancel = false): LeaseStatus => ({ leaseExpiresAt: new Date().toISOString(), cancel });
 
 /** Answers: return a LeaseStatus (or nothing for result/release), or throw to fail the call. */
@@ -57,6 +74,7 @@ class FakeServer implements WorkerProtocol {
   onStart: Answer<LeaseStatus> = () => leaseStatus();
   onHeartbeat: Answer<LeaseStatus> = () => leaseStatus();
   onLogs: Answer<LeaseStatus> = () => leaseStatus();
+  onEgress: Answer<LeaseStatus> = () => leaseStatus();
   onResult: Answer<void> = () => undefined;
   onRelease: Answer<void> = () => undefined;
   /** Logs requests not yet answered, and how many there were when each result arrived. */
@@ -105,6 +123,12 @@ class FakeServer implements WorkerProtocol {
     } finally {
       this.logsPending -= 1;
     }
+  }
+
+  async egress(jobId: string, body: EgressBatch): Promise<LeaseStatus> {
+    this.calls.push({ kind: 'egress', jobId, body });
+    await new Promise((resolve) => setImmediate(resolve));
+    return this.onEgress(this.#count('egress'), jobId);
   }
 
   async result(jobId: string, body: ResultReport): Promise<void> {
@@ -176,6 +200,8 @@ class FakeEngine implements WorkerEngine {
   output = 'hello\n';
   /** Written as the job ends: only a flush gets it to the server before the result. */
   tailOutput = '';
+  /** Egress records the fake job makes, handed to onEgress as the real proxy would. */
+  egressRecords: EgressRecord[] = [];
   workspace: Record<string, string> = {};
   /** Makes run() throw (a sandbox failure). */
   failure: unknown;
@@ -190,6 +216,7 @@ class FakeEngine implements WorkerEngine {
     this.running += 1;
     try {
       options.onOutput?.('stdout', Buffer.from(this.output));
+      for (const record of this.egressRecords) options.onEgress?.(record);
       const finished = await sleep(this.durationMs, options.signal);
       entry.aborted = !finished;
       if (this.tailOutput !== '') options.onOutput?.('stderr', Buffer.from(this.tailOutput));
@@ -514,6 +541,42 @@ describe('Worker: running a job', () => {
     assert.equal(report.result, null);
     assert.equal(report.error?.code, 'INVALID_JOB');
     assert.equal(h.engine.runs.length, 0);
+  });
+
+  test('egress records are streamed to the server, numbered, before the result', async (t) => {
+    const h = startWorker(t);
+    h.engine.egressRecords = Array.from({ length: 150 }, (_, i) => egressRecord(i));
+    const job = claimedJob({ network: { egress: ['registry.test:443'] } });
+    h.server.queue.push(job);
+    await waitFor(() => h.server.callsOf('result').length === 1, 'a result');
+    const batches = h.server.callsOf('egress').map((call) => call.body as EgressBatch);
+    assert.ok(batches.length >= 2, 'at most 100 records a call');
+    assert.ok(batches.every((batch) => batch.fence === job.fence && batch.attempts.length <= 100));
+    const seqs = batches.flatMap((batch) => batch.attempts.map((attempt) => attempt.seq));
+    assert.deepEqual(
+      seqs,
+      Array.from({ length: 150 }, (_, i) => i + 1),
+    );
+    // Every batch was answered before the result was sent.
+    const order = h.server.calls.filter((call) => call.kind === 'egress' || call.kind === 'result');
+    assert.equal(order.at(-1)?.kind, 'result');
+    assert.equal(reportOf(h.server, job.jobId).outcome, 'completed');
+  });
+
+  test('egress records the server refuses stop the job, which is reported as an error', async (t) => {
+    const h = startWorker(t);
+    h.engine.durationMs = 10_000;
+    h.engine.egressRecords = [egressRecord(0)];
+    h.server.onEgress = () => {
+      throw new AirlockError('INVALID_REQUEST', 'refused');
+    };
+    const job = claimedJob();
+    h.server.queue.push(job);
+    await waitFor(() => h.server.callsOf('result').length === 1, 'a result');
+    const report = reportOf(h.server, job.jobId);
+    assert.equal(report.outcome, 'error');
+    assert.match(report.error?.message ?? '', /egress records could not be shipped/);
+    assert.ok(h.engine.runs[0]?.aborted, 'the job was stopped');
   });
 
   test('a job for a runtime this worker does not offer is refused (RUNTIME_UNAVAILABLE)', async (t) => {

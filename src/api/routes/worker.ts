@@ -4,6 +4,7 @@ import type { ApiDeps } from '../app.js';
 import {
   ClaimedJobSchema,
   ClaimSchema,
+  EgressBatchSchema,
   FencedSchema,
   JobIdParams,
   LeaseStatusSchema,
@@ -11,7 +12,7 @@ import {
   ResultReportSchema,
   StateSchema,
 } from '../schemas.js';
-import type { ClaimRequest, LogChunks, ResultReport } from '../types.js';
+import type { ClaimRequest, EgressBatch, LogChunks, ResultReport } from '../types.js';
 import { errorResponses, PerTokenCap, principalOf } from './principal.js';
 
 /** The worker protocol (worker tokens only): claim, start, heartbeat, logs, result, release. */
@@ -89,6 +90,21 @@ export function workerRoutes(deps: ApiDeps): FastifyPluginAsync {
       async (request) => {
         const body = request.body as LogChunks;
         return deps.queue.appendLogs(principalOf(request), id(request), body.fence, body.chunks);
+      },
+    );
+    app.post(
+      '/jobs/:id/egress',
+      {
+        schema: {
+          summary: 'Record egress attempts of the running job (one job.egress audit event each)',
+          params: JobIdParams,
+          body: EgressBatchSchema,
+          response: { 200: LeaseStatusSchema, ...errorResponses },
+        },
+      },
+      async (request) => {
+        const body = request.body as EgressBatch;
+        return deps.queue.recordEgress(principalOf(request), id(request), body.fence, body.attempts);
       },
     );
     app.post(
