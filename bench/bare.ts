@@ -63,6 +63,7 @@ export async function prepareBareBundle(
       spec.linux.cgroupsPath = `/airlock/bench/${id}`;
       await writeFile(join(dir, 'config.json'), JSON.stringify(spec));
       const started = performance.now();
+      let stderr = '';
       const code = await new Promise<number | null>((resolve) => {
         const args = [...driver.globalArgs(stateRoot, null), ...driver.runArgs(dir, id)];
         const child = spawn(binary, args, {
@@ -70,11 +71,14 @@ export async function prepareBareBundle(
           detached: true,
         });
         child.stdout.resume();
-        child.stderr.resume();
+        child.stderr.on('data', (chunk: Buffer) => {
+          if (stderr.length < 4096) stderr += chunk.toString();
+        });
         child.on('close', resolve);
       });
       const elapsed = performance.now() - started;
-      if (code !== 0) throw new Error(`bare ${driver.binary} run exited ${code}`);
+      if (code !== 0)
+        throw new Error(`bare ${driver.binary} run exited ${code}: ${stderr.trim().slice(0, 2000)}`);
       return elapsed;
     },
     close: async () => {

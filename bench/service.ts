@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { NODE_FLAGS } from '../src/cli/node-flags.js';
 import { ApiClient } from '../src/client/api-client.js';
 import { followLogs } from '../src/client/follow.js';
 import { HttpClient } from '../src/client/http.js';
@@ -79,7 +80,8 @@ export async function service(options: ServiceOptions): Promise<ServiceReport> {
   };
   delete env.AIRLOCK_URL;
   delete env.AIRLOCK_TOKEN;
-  const up = spawn(process.execPath, [options.cli, 'up', '--no-demo', '--concurrency', '2'], {
+  // With the flags the `airlock` executable and the ./airlock wrapper run Node.js with.
+  const up = spawn(process.execPath, [...NODE_FLAGS, options.cli, 'up', '--no-demo', '--concurrency', '2'], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

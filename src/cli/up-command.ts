@@ -6,6 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ControlPlane } from '../control-plane.js';
 import { AirlockError, describeError } from '../errors.js';
 import type { CliContext, CommandResult } from './io.js';
+import { NODE_FLAGS } from './node-flags.js';
 import { serverSettings, startServer, waitForAbort } from './server-command.js';
 import type { UpCommandOptions } from './server-commands.js';
 
@@ -122,6 +123,7 @@ class LocalWorker {
   constructor(context: CliContext, url: string, tokenFile: string, concurrency: number) {
     this.#context = context;
     this.#args = [
+      ...NODE_FLAGS,
       context.cliEntry,
       'worker',
       '--server',
