@@ -244,6 +244,8 @@ export class JobRun {
       (runError !== undefined || result?.cancelled === true)
     ) {
       shipper.close();
+      // What the job did through its proxy is recorded even though the job is given back.
+      await egress.flush().catch(() => undefined);
       return this.#release('the worker stopped while the job ran');
     }
     // Every egress record and every chunk is acknowledged before the result.

@@ -655,9 +655,10 @@ describe('Worker: stopping', () => {
     assert.equal(h.engine.closed, true);
   });
 
-  test('stop({ force: true }) releases running jobs at once', async (t) => {
+  test('stop({ force: true }) releases running jobs at once, their egress records sent first', async (t) => {
     const h = startWorker(t, { graceMs: 60_000 });
     h.engine.durationMs = 10_000;
+    h.engine.egressRecords = [egressRecord(0)];
     h.server.queue.push(claimedJob({}, 3000));
     await waitFor(() => h.engine.running === 1, 'the job runs');
     void h.worker.stop();
@@ -665,6 +666,11 @@ describe('Worker: stopping', () => {
     await h.worker.stop({ force: true });
     assert.ok(performance.now() - started < 2000);
     assert.equal(h.server.callsOf('release').length, 1);
+    const order = h.server.calls.filter((call) => call.kind === 'egress' || call.kind === 'release');
+    assert.deepEqual(
+      order.map((call) => call.kind),
+      ['egress', 'release'],
+    );
   });
 
   test('stop() aborts a pending long poll and ends the loops', async (t) => {
