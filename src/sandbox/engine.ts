@@ -537,7 +537,7 @@ export class SandboxEngine {
 
     // Keeps the deadline even if this process dies (the engine's own kill comes first). Armed
     // before the runtime starts, so there is no moment when the job runs without it.
-    slot.watchdog.arm(job.resources.timeoutMs + this.#options.killGraceMs + WATCHDOG_MARGIN_MS);
+    await slot.watchdog.arm(job.resources.timeoutMs + this.#options.killGraceMs + WATCHDOG_MARGIN_MS);
     const logFile = join(jobDir, 'runtime.log');
     const outcome = await superviseContainer({
       driver,
@@ -561,7 +561,9 @@ export class SandboxEngine {
     if (outcome.spawnError !== null) {
       throw new AirlockError(
         'SANDBOX_START_FAILED',
-        `cannot start ${binaryPath}: ${outcome.spawnError.message}`,
+        outcome.spawnError.code === 'EHOSTHELPER'
+          ? `${driver.name} for job ${jobId} was lost: ${outcome.spawnError.message}`
+          : `cannot start ${binaryPath}: ${outcome.spawnError.message}`,
       );
     }
 
@@ -735,13 +737,25 @@ export function checkHost(): void {
       'Airlock sandboxes need root on the host (to create user namespaces with per-job ID ranges, cgroups and loop-mounted disks); run as root',
     );
   }
-  for (const tool of ['mkfs.ext4', 'mount', 'umount', 'fallocate']) {
+  for (const tool of ['mkfs.ext4', 'mount', 'umount', 'losetup']) {
     if (findExecutable(tool, `${process.env.PATH ?? ''}:/usr/sbin:/sbin`) === null) {
       throw new AirlockError(
         'HOST_UNSUPPORTED',
-        `${tool} is missing; it prepares each job's disk (Debian/Ubuntu: apt-get install e2fsprogs mount)`,
+        `${tool} is missing; it prepares each job's disk or removes what a crash left (Debian/Ubuntu: apt-get install e2fsprogs mount)`,
       );
     }
+  }
+  if (findExecutable('perl', '/usr/bin:/bin') === null) {
+    throw new AirlockError(
+      'HOST_UNSUPPORTED',
+      'perl is missing; Airlock does its host work through a small Perl helper (Debian/Ubuntu: apt-get install perl-base)',
+    );
+  }
+  if (!/^(x64|arm64)$/.test(process.arch)) {
+    throw new AirlockError(
+      'HOST_UNSUPPORTED',
+      `Airlock sandboxes need an x86-64 or arm64 host, not ${process.arch}`,
+    );
   }
   if (!existsSync('/dev/loop-control')) {
     throw new AirlockError(

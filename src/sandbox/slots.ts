@@ -42,7 +42,7 @@ export async function prepareSlot(
   // The owner record comes first: from here on a crash leaves nothing the sweep cannot find.
   await mkdir(jobDir, { mode: 0o711 });
   let ids: IdLease | undefined;
-  const watchdog = startWatchdog(processDirOf(jobId), jobId);
+  const watchdog = startWatchdog(processDirOf(jobId));
   try {
     await writeOwner(join(jobDir, 'owner.json'), owner);
     ids = await leaseIdRange(pool, owner, jobId);

@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process';
 import type { JobCgroup } from './cgroup.js';
 import { runHostCommand } from './host-command.js';
+import { HostHelper } from './host-helper.js';
 import { OutputLimiter, type OutputListener } from './output.js';
 import type { RuntimeDriver } from './runtimes.js';
 
@@ -56,17 +56,16 @@ export function superviseContainer(input: SuperviseInput): Promise<SuperviseOutc
   return new Promise((resolve) => {
     const started = performance.now();
     const limiter = new OutputLimiter(input.outputLimitBytes, input.onOutput);
-    const child = spawn(
+    const child = HostHelper.shared().spawn(
       input.binaryPath,
       [
         ...input.driver.globalArgs(input.stateRoot, input.logFile, input.hostSockets === true),
         ...input.driver.runArgs(input.bundleDir, input.containerId),
       ],
       {
-        // No stdin (/dev/null), no terminal. Own process group: a Ctrl-C at the caller's terminal
-        // reaches Airlock, which then stops the job properly, not the runtime directly.
-        stdio: ['ignore', 'pipe', 'pipe'],
-        detached: true,
+        // No stdin (/dev/null), no terminal. Own session and process group: a Ctrl-C at the
+        // caller's terminal reaches Airlock, which then stops the job properly, not the runtime.
+        setsid: true,
         env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
       },
     );
@@ -82,13 +81,7 @@ export function superviseContainer(input: SuperviseInput): Promise<SuperviseOutc
       // The runtime normally exits as soon as its container's processes are gone.
       timers.push(
         setTimeout(() => {
-          if (!exited && child.pid !== undefined) {
-            try {
-              process.kill(-child.pid, 'SIGKILL');
-            } catch {
-              // gone meanwhile
-            }
-          }
+          if (!exited) child.kill('KILL', true);
         }, RUNTIME_EXIT_GRACE_MS),
       );
     };
@@ -141,13 +134,10 @@ export function superviseContainer(input: SuperviseInput): Promise<SuperviseOutc
       else input.signal.addEventListener('abort', onAbort, { once: true });
     }
 
-    child.stdout.on('data', (chunk: Buffer) => limiter.write('stdout', chunk));
-    child.stderr.on('data', (chunk: Buffer) => limiter.write('stderr', chunk));
-    child.on('error', (error: NodeJS.ErrnoException) => {
-      spawnError = error;
-    });
-    child.on('close', (code, signal) => {
+    child.onData((stream, chunk) => limiter.write(stream, chunk));
+    void child.closed.then(({ code, signal, error }) => {
       exited = true;
+      spawnError = error;
       const wallMs = performance.now() - started;
       for (const timer of timers) clearTimeout(timer);
       input.signal?.removeEventListener('abort', onAbort);

@@ -95,7 +95,7 @@ export async function sweepSandboxState(context: SweepContext): Promise<SweepRep
   }
 
   for (const id of dead) {
-    // The runtime's own processes for the job (an orphaned `runc run`) and its watchdog.
+    // The runtime's own processes for the job (an orphaned `runc run`).
     for (const pid of await processesNaming(id)) {
       try {
         process.kill(pid, 'SIGKILL');

@@ -19,7 +19,7 @@ import {
 import { chmod, chown, lstat, mkdir, open, opendir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { AirlockError } from '../errors.js';
-import { describeFailure, runHostCommand } from './host-command.js';
+import { HostHelper, type HostRequestError } from './host-helper.js';
 import { checkWorkspacePath, JOB_BOUNDS, type WorkspaceFile } from './job.js';
 import { readMountInfo } from './mountinfo.js';
 
@@ -65,39 +65,22 @@ export async function createWorkspace(jobDir: string, diskBytes: number): Promis
   const handle = await open(ws.image, 'wx', 0o600);
   await handle.close();
   await mkdir(ws.mountPoint, { mode: 0o711 });
-  // Allocate, format and mount in one host process: each process the engine starts is a
-  // fork of Node.js, which costs milliseconds of CPU, so three steps are one start here.
-  // The arguments are passed as $1..$3 (never spliced into the script); the exit code
-  // names the step that failed.
-  const prepared = await runHostCommand('sh', [
-    '-c',
-    [
-      // The whole size is allocated on the host now (fallocate: no data written), so the job
-      // can use all of its disk and never fill the host's instead: a disk the host cannot
-      // hold is refused here, before the job starts.
-      'fallocate -l "$2" "$1" || exit 11',
-      // No journal (the disk is thrown away), no reserved blocks, inode tables initialised
-      // lazily and never zeroed (noinit_itable below): formatting 1 GiB takes milliseconds.
-      'mkfs.ext4 -q -F -O ^has_journal -m 0 -E lazy_itable_init=1,nodiscard,root_owner=0:0 "$1" || exit 12',
-      'mount -t ext4 -o loop,nosuid,nodev,noatime,noinit_itable "$1" "$3" || exit 13',
-    ].join('\n'),
-    'airlock-disk',
-    ws.image,
-    String(diskBytes),
-    ws.mountPoint,
-  ]);
-  if (prepared.code === 11) {
-    // ENOSPC: not that much free space; EFBIG: larger than a file the host filesystem can hold.
-    const tooBig = /No space left|File too large/i.test(prepared.stderr);
-    setupFailed(
-      tooBig
-        ? `the host has less free disk than the job's ${diskBytes}-byte disk needs (in ${jobDir}: ${prepared.stderr.trim()}); ask for a smaller --disk or free space`
-        : `cannot allocate the job's disk: ${describeFailure('fallocate', prepared)}`,
-    );
+  // Allocated, formatted and mounted by the host helper with system calls: no host tool is
+  // started for it (decision 0012).
+  try {
+    await HostHelper.shared().makeDisk(ws.image, diskBytes, ws.mountPoint);
+  } catch (error) {
+    const failure = error as HostRequestError;
+    if (failure.step === 'allocate' && (failure.code === 'ENOSPC' || failure.code === 'EFBIG')) {
+      // ENOSPC: not that much free space; EFBIG: larger than a file the host filesystem can hold.
+      setupFailed(
+        `the host has less free disk than the job's ${diskBytes}-byte disk needs (in ${jobDir}: ${failure.message}); ask for a smaller --disk or free space`,
+      );
+    }
+    if (failure.step === 'allocate') setupFailed(`cannot allocate the job's disk: ${failure.message}`, error);
+    if (failure.step === 'format') setupFailed(`cannot format the job's disk: ${failure.message}`, error);
+    setupFailed(`cannot mount the job's disk: ${failure.message}`, error);
   }
-  if (prepared.code === 12)
-    setupFailed(`cannot format the job's disk: ${describeFailure('mkfs.ext4', prepared)}`);
-  if (prepared.code !== 0) setupFailed(`cannot mount the job's disk: ${describeFailure('mount', prepared)}`);
   // The disk's root is root's and closed (0700) until it is handed to one job.
   await chmod(ws.mountPoint, 0o700);
   await mkdir(ws.workDir, { mode: 0o700 });
@@ -132,13 +115,16 @@ export function isMounted(path: string): boolean {
 export async function removeWorkspace(jobDir: string): Promise<void> {
   const ws = workspacePaths(jobDir);
   for (let attempt = 0; isMounted(ws.mountPoint) && attempt < 20; attempt += 1) {
-    const result = await runHostCommand('umount', [ws.mountPoint]);
-    if (result.code === 0) break;
-    if (attempt === 19) {
-      throw new AirlockError(
-        'SANDBOX_CLEANUP_FAILED',
-        `cannot unmount ${ws.mountPoint}: ${describeFailure('umount', result)}`,
-      );
+    try {
+      await HostHelper.shared().unmount(ws.mountPoint);
+      break;
+    } catch (error) {
+      if (attempt === 19) {
+        throw new AirlockError(
+          'SANDBOX_CLEANUP_FAILED',
+          `cannot unmount ${ws.mountPoint}: ${(error as Error).message}`,
+        );
+      }
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

@@ -5,6 +5,8 @@ import {
   constants,
   existsSync,
   fchmodSync,
+  fdatasync,
+  fstatSync,
   lstatSync,
   mkdirSync,
   openSync,
@@ -44,8 +46,12 @@ import { MIGRATIONS } from './migrations.js';
 
 /**
  * The embedded store: one SQLite file through better-sqlite3 (synchronous, one connection).
- * WAL with synchronous=FULL: a transaction that returned has reached the disk, so a job
- * acknowledged with 201 survives a kill -9 or a power cut, and so does its audit event.
+ * A transaction that returned has reached the disk, so a job acknowledged with 201 survives
+ * a kill -9 or a power cut, and so does its audit event. WAL mode with group commit
+ * (decision 0013): SQLite commits without waiting for the disk (synchronous=NORMAL, which
+ * keeps checkpoints ordered and synced), and the store then syncs the WAL file itself off the
+ * event loop, one sync for every transaction committed meanwhile. transaction() resolves,
+ * and read() hands out what it read, only once every commit it may have seen is on disk.
  *
  * better-sqlite3 is synchronous, but the Store interface is asynchronous (PostgreSQL later):
  * every transaction and read runs under one async lock, so no other request's statements
@@ -752,15 +758,26 @@ export class SqliteStore implements Store {
   readonly #begin: Database.Statement;
   readonly #commit: Database.Statement;
   readonly #rollback: Database.Statement;
+  readonly #changes: Database.Statement;
   #lock: Promise<unknown> = Promise.resolve();
   #closed = false;
+  /** The WAL file, synced after commits (group commit); null: every commit syncs itself (FULL). */
+  readonly #wal: number | null;
+  /** Commits made, and how many of them are known to be on disk. */
+  #committed = 0;
+  #synced = 0;
+  #syncing: Promise<void> | null = null;
+  /** A sync failed: what was committed may be lost, so nothing more is answered. */
+  #broken: AirlockError | null = null;
 
-  private constructor(db: Db) {
+  private constructor(db: Db, wal: number | null) {
     this.#db = db;
+    this.#wal = wal;
     this.#tx = new SqliteTx(db, statements(db));
     this.#begin = db.prepare('BEGIN IMMEDIATE');
     this.#commit = db.prepare('COMMIT');
     this.#rollback = db.prepare('ROLLBACK');
+    this.#changes = db.prepare('SELECT total_changes() AS n');
   }
 
   static open(options: SqliteStoreOptions): SqliteStore {
@@ -816,35 +833,74 @@ export class SqliteStore implements Store {
         },
       );
     }
-    if (options.readonly !== true) migrate(db, options.path);
-    return new SqliteStore(db);
+    if (options.readonly === true) return new SqliteStore(db, null);
+    migrate(db, options.path);
+    return new SqliteStore(db, openWal(db, options.path));
   }
 
   /** Set while a read or transaction runs: nested store access is refused, not deadlocked. */
   readonly #inside = new AsyncLocalStorage<boolean>();
 
   async transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.#exclusive(async () => {
+    const { result, commit } = await this.#exclusive(async () => {
       this.#begin.run();
       try {
         const result = await work(this.#tx);
         this.#commit.run();
-        return result;
+        this.#committed += 1;
+        return { result, commit: this.#committed };
       } catch (error) {
         if (this.#db.inTransaction) this.#rollback.run();
         throw wrapStoreError(error);
       }
     });
+    // The connection is free for the next transaction while this one waits for the disk.
+    await this.#durable(commit);
+    return result;
   }
 
   async read<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.#exclusive(async () => {
+    const { result, seen } = await this.#exclusive(async () => {
       try {
-        return await work(this.#tx);
+        const changes = this.#changes.get() as { n: number };
+        const result = await work(this.#tx);
+        // A write made outside a transaction (autocommit) counts as a commit of its own.
+        if ((this.#changes.get() as { n: number }).n !== changes.n) this.#committed += 1;
+        return { result, seen: this.#committed };
       } catch (error) {
         throw wrapStoreError(error);
       }
     });
+    // Nothing read leaves the store before the commits it may have seen are on disk.
+    await this.#durable(seen);
+    return result;
+  }
+
+  /** Resolves once commit number `commit` (and every one before it) is on disk. */
+  async #durable(commit: number): Promise<void> {
+    while (this.#wal !== null && this.#synced < commit) {
+      if (this.#broken !== null) throw this.#broken;
+      if (this.#syncing === null) {
+        // One sync covers every commit made before it starts: the WAL is appended in order.
+        const target = this.#committed;
+        const wal = this.#wal;
+        this.#syncing = new Promise<void>((resolve) => {
+          fdatasync(wal, (error) => {
+            if (error === null) this.#synced = Math.max(this.#synced, target);
+            else
+              this.#broken = new AirlockError(
+                'STORE_FAILED',
+                `the database's write-ahead log could not be synced to disk (${error.code ?? error.message}); committed changes may be lost: restart the server`,
+                { cause: error },
+              );
+            this.#syncing = null;
+            resolve();
+          });
+        });
+      }
+      await this.#syncing;
+    }
+    if (this.#broken !== null && this.#synced < commit) throw this.#broken;
   }
 
   async ping(): Promise<boolean> {
@@ -861,12 +917,19 @@ export class SqliteStore implements Store {
       if (this.#closed) return;
       this.#closed = true;
       this.#db.close();
+    }).catch((error) => {
+      if (this.#broken === null) throw error;
+      this.#closed = true;
+      this.#db.close();
     });
+    while (this.#syncing !== null) await this.#syncing;
+    if (this.#wal !== null) closeSync(this.#wal);
   }
 
   /** Runs `work` alone on the connection (one transaction or read at a time). */
   #exclusive<T>(work: () => Promise<T>): Promise<T> {
     if (this.#closed) return Promise.reject(new AirlockError('STORE_FAILED', 'the database is closed'));
+    if (this.#broken !== null) return Promise.reject(this.#broken);
     // A read or transaction opened from inside another would wait for itself, and every
     // request after it would wait behind it: a programming error, refused loudly instead.
     if (this.#inside.getStore() === true)
@@ -880,6 +943,27 @@ export class SqliteStore implements Store {
     this.#lock = run.catch(() => undefined);
     return run;
   }
+}
+
+/**
+ * Switches a writable database to group commit: the WAL file is opened for syncing and SQLite
+ * stops syncing each commit itself (synchronous=NORMAL: it still syncs around checkpoints).
+ * Where the WAL file cannot be opened, every commit keeps syncing itself (FULL).
+ */
+function openWal(db: Db, path: string): number | null {
+  let fd: number;
+  try {
+    fd = openSync(`${path}-wal`, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    return null;
+  }
+  const info = fstatSync(fd);
+  if (!info.isFile()) {
+    closeSync(fd);
+    return null;
+  }
+  db.pragma('synchronous = NORMAL');
+  return fd;
 }
 
 /** better-sqlite3's errors become STORE_FAILED; Airlock's own errors pass through. */

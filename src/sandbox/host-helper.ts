@@ -1,0 +1,364 @@
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { AirlockError } from '../errors.js';
+import { findExecutable } from './runtimes.js';
+
+/**
+ * The host helper (host-helper.pl, decision 0012): a small long-lived Perl process that does
+ * the engine's host work without starting a tool for each step. It starts host processes
+ * (the runtime, its kill and delete) and relays their output and exit; it allocates, formats
+ * and mounts job disks and unmounts them with system calls; and it keeps every job's
+ * deadline (watchdog.ts), also after this Node.js process died. Node.js starts a process by
+ * forking itself, which costs in proportion to its memory (about 3 ms of CPU from a 100 MiB
+ * worker), and each tool costs its own start-up besides. One helper serves the whole Node.js
+ * process; it is started on first use and again if it ever dies. Processes are started by
+ * argv, never by a shell.
+ */
+
+const HELPER_SOURCE = fileURLToPath(new URL('../../../src/sandbox/host-helper.pl', import.meta.url));
+const SYSTEM_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
+/** A report header line is small; anything longer means the stream is corrupt. */
+const MAX_HEADER = 4096;
+/** How much of the helper's own stderr is kept, to explain its death. */
+const MAX_HELPER_STDERR = 4096;
+
+export type HostSignal = 'KILL' | 'TERM' | 'INT' | 'HUP';
+
+export interface HostSpawnOptions {
+  readonly env: Readonly<Record<string, string>>;
+  /** Its own session and process group (kill(..., true) signals the group). */
+  readonly setsid?: boolean;
+}
+
+export interface HostExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  /** Set when the process could not be started, or the helper died before it ended. */
+  readonly error: NodeJS.ErrnoException | null;
+}
+
+export interface HostProcess {
+  /** The process's PID once started; rejects if it could not be started. */
+  readonly started: Promise<number>;
+  /** Resolves once it was reaped and its stdout and stderr ended (Node's 'close'). */
+  readonly closed: Promise<HostExit>;
+  onData(listener: (stream: 'stdout' | 'stderr', chunk: Buffer) => void): void;
+  /** Signals the process (or its group) if it has not been reaped yet. */
+  kill(signal: HostSignal, group?: boolean): void;
+}
+
+/** A disk or unmount request the helper failed: `step` names where (allocate, format, mount, unmount). */
+export interface HostRequestError extends NodeJS.ErrnoException {
+  step?: string;
+}
+
+interface Live {
+  readonly started: { resolve: (pid: number) => void; reject: (error: Error) => void };
+  readonly closed: (exit: HostExit) => void;
+  listeners: ((stream: 'stdout' | 'stderr', chunk: Buffer) => void)[];
+  pid: number | null;
+}
+
+interface Report {
+  readonly t: string;
+  readonly id?: number;
+  readonly pid?: number;
+  readonly s?: number;
+  readonly n?: number;
+  readonly code?: number | null;
+  readonly signal?: string | null;
+  readonly errno?: string;
+  readonly step?: string;
+  readonly message?: string;
+}
+
+/** The pipes of a child process are sockets, which can be ref'd and unref'd. */
+function handle(stream: Readable | Writable): { ref?: () => void; unref?: () => void } {
+  return stream as unknown as { ref?: () => void; unref?: () => void };
+}
+
+function errnoError(code: string, message: string): NodeJS.ErrnoException {
+  const error: NodeJS.ErrnoException = new Error(message);
+  error.code = code;
+  return error;
+}
+
+export class HostHelper {
+  readonly #child: ChildProcessByStdio<Writable, Readable, Readable>;
+  readonly #live = new Map<number, Live>();
+  readonly #requests = new Map<number, { resolve: () => void; reject: (error: HostRequestError) => void }>();
+  #nextId = 1;
+  #pending: Buffer = Buffer.alloc(0);
+  /** The header of an output report whose bytes have not all arrived. */
+  #awaiting: { id: number; stream: 'stdout' | 'stderr'; bytes: number } | null = null;
+  #dead: string | null = null;
+  #stderr = '';
+
+  private constructor(perl: string) {
+    this.#child = spawn(perl, [HELPER_SOURCE], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      // Its own process group: a Ctrl-C at the terminal reaches Airlock, which stops its jobs
+      // properly; the helper and the runtimes it started are not signalled directly.
+      detached: true,
+      env: { PATH: SYSTEM_PATH, LANG: 'C' },
+    });
+    this.#child.on('error', (error) => this.#die(`cannot start the host helper: ${error.message}`));
+    this.#child.stdin.on('error', () => undefined);
+    this.#child.stdout.on('data', (chunk: Buffer) => this.#read(chunk));
+    this.#child.stderr.on('data', (chunk: Buffer) => {
+      if (this.#stderr.length < MAX_HELPER_STDERR) this.#stderr += chunk.toString('utf8');
+    });
+    // 'close', not 'exit': the reports it wrote before it ended are read first.
+    this.#child.on('close', (code, signal) => {
+      const how = signal !== null ? `killed by ${signal}` : `exit code ${code}`;
+      const detail = this.#stderr.trim().split('\n').slice(-2).join(' | ');
+      this.#die(`Airlock's host helper exited (${how})${detail === '' ? '' : `: ${detail}`}`);
+    });
+    this.#idle();
+  }
+
+  static #shared: HostHelper | null = null;
+
+  /** The helper of this process, started on first use and again after it died. */
+  static shared(): HostHelper {
+    if (HostHelper.#shared === null || HostHelper.#shared.#dead !== null) {
+      const perl = findExecutable('perl', SYSTEM_PATH);
+      if (perl === null) {
+        throw new AirlockError(
+          'HOST_UNSUPPORTED',
+          'perl is missing; Airlock starts its host processes through a small Perl helper (Debian/Ubuntu: apt-get install perl-base)',
+        );
+      }
+      HostHelper.#shared = new HostHelper(perl);
+    }
+    return HostHelper.#shared;
+  }
+
+  /** The helper's PID (tests and the sweep's bookkeeping). */
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
+  spawn(file: string, argv: readonly string[], options: HostSpawnOptions): HostProcess {
+    const id = this.#nextId;
+    this.#nextId += 1;
+    let resolveStarted: (pid: number) => void = () => undefined;
+    let rejectStarted: (error: Error) => void = () => undefined;
+    const started = new Promise<number>((resolve, reject) => {
+      resolveStarted = resolve;
+      rejectStarted = reject;
+    });
+    // Callers that only wait for `closed` need not handle a failed start twice.
+    started.catch(() => undefined);
+    let resolveClosed: (exit: HostExit) => void = () => undefined;
+    const closed = new Promise<HostExit>((resolve) => {
+      resolveClosed = resolve;
+    });
+    const live: Live = {
+      started: { resolve: resolveStarted, reject: rejectStarted },
+      closed: resolveClosed,
+      listeners: [],
+      pid: null,
+    };
+    if (this.#dead !== null) {
+      const error = errnoError('EHOSTHELPER', this.#dead);
+      rejectStarted(error);
+      resolveClosed({ code: null, signal: null, error });
+    } else {
+      this.#live.set(id, live);
+      this.#busy();
+      this.#send({
+        op: 'spawn',
+        id,
+        file,
+        // argv[0] is the program's name, as a shell would set it.
+        argv: [file, ...argv],
+        env: options.env,
+        setsid: options.setsid === true ? 1 : 0,
+      });
+    }
+    return {
+      started,
+      closed,
+      onData: (listener) => {
+        live.listeners.push(listener);
+      },
+      kill: (signal, group = false) => {
+        if (this.#live.has(id)) this.#send({ op: 'kill', id, signal, group: group ? 1 : 0 });
+      },
+    };
+  }
+
+  /**
+   * Formats and mounts a job's disk: `image` (created empty by the caller) is allocated in full,
+   * formatted ext4 and mounted on `mountPoint` through a loop device, nosuid, nodev, noatime.
+   */
+  makeDisk(image: string, bytes: number, mountPoint: string): Promise<void> {
+    return this.#request({ op: 'disk', image, bytes, mountPoint });
+  }
+
+  /** Unmounts `path` (its last component is not followed if it is a link). */
+  unmount(path: string): Promise<void> {
+    return this.#request({ op: 'unmount', path });
+  }
+
+  /**
+   * Arms a job's watchdog in the helper: `afterMs` from now every process under the job's
+   * cgroup directory `dir` is killed, even if this Node.js process has died by then. Resolves
+   * once it is armed; disarm() with the returned handle when the job ended first.
+   */
+  async arm(dir: string, afterMs: number): Promise<number> {
+    const { id, answered } = this.#start({ op: 'arm', dir, ms: Math.max(0, Math.ceil(afterMs)) });
+    await answered;
+    return id;
+  }
+
+  disarm(watch: number): void {
+    // Nothing waits for it: a watchdog that strikes after its job ended finds no process.
+    this.#start({ op: 'disarm', watch }).answered.catch(() => undefined);
+  }
+
+  #request(fields: Record<string, unknown>): Promise<void> {
+    return this.#start(fields).answered;
+  }
+
+  #start(fields: Record<string, unknown>): { id: number; answered: Promise<void> } {
+    const id = this.#nextId;
+    this.#nextId += 1;
+    if (this.#dead !== null) return { id, answered: Promise.reject(errnoError('EHOSTHELPER', this.#dead)) };
+    const answered = new Promise<void>((resolve, reject) => {
+      this.#requests.set(id, { resolve, reject });
+      this.#busy();
+      this.#send({ ...fields, id });
+    });
+    return { id, answered };
+  }
+
+  #answer(id: number, error: HostRequestError | null): void {
+    const request = this.#requests.get(id);
+    if (request === undefined) return;
+    this.#requests.delete(id);
+    if (error === null) request.resolve();
+    else request.reject(error);
+    if (this.#live.size === 0 && this.#requests.size === 0) this.#idle();
+  }
+
+  #send(request: object): void {
+    if (this.#dead === null) this.#child.stdin.write(`${JSON.stringify(request)}\n`);
+  }
+
+  /** While processes run the helper keeps Node.js's event loop alive; idle, it does not. */
+  #busy(): void {
+    this.#child.ref();
+    handle(this.#child.stdout).ref?.();
+  }
+
+  #idle(): void {
+    this.#child.unref();
+    for (const stream of [this.#child.stdout, this.#child.stderr, this.#child.stdin])
+      handle(stream).unref?.();
+  }
+
+  #read(chunk: Buffer): void {
+    this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
+    for (;;) {
+      if (this.#awaiting !== null) {
+        const { id, stream, bytes } = this.#awaiting;
+        if (this.#pending.length < bytes) return;
+        const data = this.#pending.subarray(0, bytes);
+        this.#pending = this.#pending.subarray(bytes);
+        this.#awaiting = null;
+        for (const listener of this.#live.get(id)?.listeners ?? []) listener(stream, data);
+        continue;
+      }
+      const end = this.#pending.indexOf(10);
+      if (end < 0) {
+        if (this.#pending.length > MAX_HEADER) this.#corrupt('a report line is too long');
+        return;
+      }
+      const line = this.#pending.subarray(0, end).toString('utf8');
+      this.#pending = this.#pending.subarray(end + 1);
+      let report: Report;
+      try {
+        report = JSON.parse(line) as Report;
+      } catch {
+        this.#corrupt('a report that is not JSON');
+        return;
+      }
+      this.#handle(report);
+    }
+  }
+
+  #handle(report: Report): void {
+    const live = report.id === undefined ? undefined : this.#live.get(report.id);
+    switch (report.t) {
+      case 'spawned':
+        if (live !== undefined && typeof report.pid === 'number') {
+          live.pid = report.pid;
+          live.started.resolve(report.pid);
+        }
+        return;
+      case 'out':
+        if (report.id !== undefined && typeof report.n === 'number' && report.n >= 0) {
+          this.#awaiting = { id: report.id, stream: report.s === 2 ? 'stderr' : 'stdout', bytes: report.n };
+        }
+        return;
+      case 'done':
+        if (report.id !== undefined) this.#answer(report.id, null);
+        return;
+      case 'failed':
+        if (report.id !== undefined && this.#requests.has(report.id)) {
+          const error: HostRequestError = errnoError(report.errno ?? 'EIO', report.message ?? 'failed');
+          if (report.step !== undefined) error.step = report.step;
+          this.#answer(report.id, error);
+          return;
+        }
+        if (live !== undefined && report.id !== undefined) {
+          const error = errnoError(report.errno ?? 'EIO', `${report.message ?? 'cannot start'}`);
+          this.#end(report.id, { code: null, signal: null, error });
+        }
+        return;
+      case 'exit':
+        if (live !== undefined && report.id !== undefined) {
+          this.#end(report.id, {
+            code: typeof report.code === 'number' ? report.code : null,
+            signal: typeof report.signal === 'string' ? (report.signal as NodeJS.Signals) : null,
+            error: null,
+          });
+        }
+        return;
+      default:
+        // 'error': a request the helper could not read. Nothing Airlock sends does that.
+        this.#corrupt(`the host helper refused a request: ${report.message ?? '?'}`);
+    }
+  }
+
+  #end(id: number, exit: HostExit): void {
+    const live = this.#live.get(id);
+    if (live === undefined) return;
+    this.#live.delete(id);
+    if (live.pid === null) live.started.reject(exit.error ?? errnoError('EIO', 'not started'));
+    live.closed(exit);
+    if (this.#live.size === 0 && this.#requests.size === 0) this.#idle();
+  }
+
+  #corrupt(why: string): void {
+    // Fail closed: a helper that cannot be understood is not used again.
+    this.#die(`Airlock's host helper misbehaved (${why})`);
+    try {
+      this.#child.kill('SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+
+  #die(why: string): void {
+    if (this.#dead !== null) return;
+    this.#dead = why;
+    for (const id of [...this.#live.keys()])
+      this.#end(id, { code: null, signal: null, error: errnoError('EHOSTHELPER', why) });
+    for (const id of [...this.#requests.keys()]) this.#answer(id, errnoError('EHOSTHELPER', why));
+    this.#idle();
+  }
+}
