@@ -35,3 +35,71 @@ test('a read or transaction opened inside another is refused, not deadlocked', a
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+/**
+ * Group commit (decision 0013): SQLite commits without syncing and the store syncs the WAL
+ * itself. Nothing may be answered before the sync that covers it has finished, overlapping
+ * transactions share one sync, and a failed sync stops the store.
+ */
+test('a transaction resolves only after the WAL sync that covers it; overlapping ones share a sync', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'airlock-store-'));
+  const held: Array<(error: NodeJS.ErrnoException | null) => void> = [];
+  const store = SqliteStore.open({ path: join(dir, 'airlock.db'), syncWal: (_fd, done) => held.push(done) });
+  try {
+    let resolved = 0;
+    const first = store.transaction(async (tx) => tx.tokens.count()).then(() => (resolved += 1));
+    for (let i = 0; i < 20 && held.length === 0; i += 1) await new Promise((r) => setImmediate(r));
+    assert.equal(held.length, 1, 'one sync started');
+    // Two more commit while the first sync runs: the connection is free for them.
+    const later = [1, 2].map(() =>
+      store.transaction(async (tx) => tx.tokens.count()).then(() => (resolved += 1)),
+    );
+    // A read sees those commits: it waits for them too.
+    const read = store.read(async (tx) => tx.tokens.count()).then(() => (resolved += 1));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(resolved, 0, 'nothing resolved before its sync finished');
+    held.shift()?.(null);
+    await first;
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(resolved, 1, 'the first sync covers only the first commit');
+    assert.equal(held.length, 1, 'the later commits share one sync');
+    held.shift()?.(null);
+    await Promise.all([...later, read]);
+    assert.equal(resolved, 4);
+  } finally {
+    while (held.length > 0) held.shift()?.(null);
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a failed WAL sync fails the transaction and the store refuses everything after', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'airlock-store-'));
+  let fail = true;
+  const store = SqliteStore.open({
+    path: join(dir, 'airlock.db'),
+    syncWal: (_fd, done) => {
+      const error: NodeJS.ErrnoException = new Error('EIO');
+      error.code = 'EIO';
+      setImmediate(() => done(fail ? error : null));
+    },
+  });
+  try {
+    await assert.rejects(
+      store.transaction(async (tx) => tx.tokens.count()),
+      /could not be synced to disk \(EIO\)/,
+    );
+    fail = false;
+    await assert.rejects(
+      store.read(async (tx) => tx.tokens.count()),
+      /restart the server/,
+    );
+    await assert.rejects(
+      store.transaction(async (tx) => tx.tokens.count()),
+      /restart the server/,
+    );
+  } finally {
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});

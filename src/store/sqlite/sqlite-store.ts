@@ -750,6 +750,8 @@ export interface SqliteStoreOptions {
   readonly path: string;
   /** Open read-only, without migrating (offline audit verification). */
   readonly readonly?: boolean;
+  /** How the WAL file is synced after commits (tests hold or fail it); default fdatasync. */
+  readonly syncWal?: (fd: number, done: (error: NodeJS.ErrnoException | null) => void) => void;
 }
 
 export class SqliteStore implements Store {
@@ -770,9 +772,12 @@ export class SqliteStore implements Store {
   /** A sync failed: what was committed may be lost, so nothing more is answered. */
   #broken: AirlockError | null = null;
 
-  private constructor(db: Db, wal: number | null) {
+  readonly #syncWal: NonNullable<SqliteStoreOptions['syncWal']>;
+
+  private constructor(db: Db, wal: number | null, syncWal: SqliteStoreOptions['syncWal'] = fdatasync) {
     this.#db = db;
     this.#wal = wal;
+    this.#syncWal = syncWal;
     this.#tx = new SqliteTx(db, statements(db));
     this.#begin = db.prepare('BEGIN IMMEDIATE');
     this.#commit = db.prepare('COMMIT');
@@ -835,7 +840,7 @@ export class SqliteStore implements Store {
     }
     if (options.readonly === true) return new SqliteStore(db, null);
     migrate(db, options.path);
-    return new SqliteStore(db, openWal(db, options.path));
+    return new SqliteStore(db, openWal(db, options.path), options.syncWal);
   }
 
   /** Set while a read or transaction runs: nested store access is refused, not deadlocked. */
@@ -885,7 +890,7 @@ export class SqliteStore implements Store {
         const target = this.#committed;
         const wal = this.#wal;
         this.#syncing = new Promise<void>((resolve) => {
-          fdatasync(wal, (error) => {
+          this.#syncWal(wal, (error) => {
             if (error === null) this.#synced = Math.max(this.#synced, target);
             else
               this.#broken = new AirlockError(

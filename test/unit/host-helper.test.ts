@@ -1,0 +1,224 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, open, readFile, rm, rmdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { detectCgroupLayout } from '../../src/sandbox/cgroup.js';
+import { HostHelper } from '../../src/sandbox/host-helper.js';
+import { readMountInfo } from '../../src/sandbox/mountinfo.js';
+
+/**
+ * The host helper (decision 0012) on its own, against the real kernel: processes it starts,
+ * the disks it makes, the deadlines it keeps, and what happens when it dies.
+ */
+
+const ENV = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' };
+const isRoot = process.getuid?.() === 0;
+
+async function run(file: string, args: string[]) {
+  const child = HostHelper.shared().spawn(file, args, { env: ENV });
+  const out: Buffer[] = [];
+  const err: Buffer[] = [];
+  child.onData((stream, chunk) => (stream === 'stdout' ? out : err).push(chunk));
+  const exit = await child.closed;
+  return { ...exit, stdout: Buffer.concat(out), stderr: Buffer.concat(err) };
+}
+
+/** Whether `pid` runs (a zombie waiting for its reaper does not). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+describe('host helper: processes', () => {
+  test('relays stdout and stderr byte for byte, and the exit code', async () => {
+    const result = await run('/bin/sh', ['-c', 'printf "a\\000b\\n"; printf err >&2; exit 3']);
+    assert.equal(result.code, 3);
+    assert.equal(result.signal, null);
+    assert.deepEqual(result.stdout, Buffer.from('a\0b\n'));
+    assert.equal(result.stderr.toString(), 'err');
+  });
+
+  test('relays a large output whole and in order', async () => {
+    const result = await run('/bin/sh', ['-c', 'head -c 3000000 /dev/zero | tr "\\000" x; echo end']);
+    assert.equal(result.code, 0);
+    assert.equal(result.stdout.length, 3_000_004);
+    assert.equal(result.stdout.subarray(-4).toString(), 'end\n');
+  });
+
+  test('passes argv as it is, never through a shell, with only the given environment', async () => {
+    const marker = join(tmpdir(), `airlock-helper-${process.pid}`);
+    const result = await run('/bin/echo', [`$(touch ${marker})`, '; rm -rf /', 'ünïcode']);
+    assert.equal(result.stdout.toString(), `$(touch ${marker}) ; rm -rf / ünïcode\n`);
+    assert.equal(existsSync(marker), false);
+    const env = await run('/usr/bin/env', []);
+    assert.equal(env.stdout.toString(), `PATH=${ENV.PATH}\n`);
+  });
+
+  test('reports a program that cannot be started with its errno', async () => {
+    const missing = await run('/nonexistent/tool', []);
+    assert.equal(missing.error?.code, 'ENOENT');
+    assert.equal(missing.code, null);
+    const child = HostHelper.shared().spawn('/nonexistent/tool', [], { env: ENV });
+    await assert.rejects(child.started, { code: 'ENOENT' });
+  });
+
+  test('reports death by a signal, and kills a whole process group', async () => {
+    const child = HostHelper.shared().spawn('/bin/sh', ['-c', 'sleep 100 & echo $!; wait'], {
+      env: ENV,
+      setsid: true,
+    });
+    let text = '';
+    child.onData((_stream, chunk) => {
+      text += chunk.toString();
+    });
+    await child.started;
+    for (let i = 0; i < 100 && !text.includes('\n'); i += 1) await sleep(20);
+    const grandchild = Number(text.trim());
+    assert.ok(alive(grandchild));
+    child.kill('KILL', true);
+    const exit = await child.closed;
+    assert.equal(exit.signal, 'SIGKILL');
+    for (let i = 0; i < 50 && alive(grandchild); i += 1) await sleep(20);
+    assert.equal(alive(grandchild), false, 'the group was killed, not only its leader');
+  });
+
+  test('a helper that dies fails what it was running, and the next call starts a new one', async () => {
+    const helper = HostHelper.shared();
+    const child = helper.spawn('/bin/sleep', ['100'], { env: ENV });
+    const pid = await child.started;
+    process.kill(helper.pid ?? 0, 'SIGKILL');
+    const exit = await child.closed;
+    assert.equal(exit.error?.code, 'EHOSTHELPER');
+    assert.match(exit.error?.message ?? '', /host helper exited \(killed by SIGKILL\)/);
+    process.kill(pid, 'SIGKILL');
+    assert.notEqual(HostHelper.shared(), helper);
+    assert.equal((await run('/bin/echo', ['again'])).stdout.toString(), 'again\n');
+  });
+});
+
+describe('host helper: disks', { skip: !isRoot && 'needs root' }, () => {
+  let dir = '';
+  before(async () => {
+    dir = await mkdtemp(join('/var/tmp', 'airlock-helper-disk-'));
+  });
+  after(async () => {
+    for (const entry of readMountInfo().filter((mount) => mount.mountPoint.startsWith(dir)))
+      await HostHelper.shared()
+        .unmount(entry.mountPoint)
+        .catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('makes an ext4 disk of the size asked, mounted nosuid and nodev, and unmounts it', async () => {
+    const image = join(dir, 'a.img');
+    const mountPoint = join(dir, 'a');
+    await (await open(image, 'wx', 0o600)).close();
+    await mkdir(mountPoint);
+    await HostHelper.shared().makeDisk(image, 64 * 1024 * 1024, mountPoint);
+    const entry = readMountInfo().find((mount) => mount.mountPoint === mountPoint);
+    assert.ok(entry, 'mounted');
+    assert.equal(entry.type, 'ext4');
+    assert.match(entry.source, /^\/dev\/loop\d+$/);
+    // The per-mount options are the sixth field of mountinfo.
+    const line = (await readFile('/proc/self/mountinfo', 'utf8'))
+      .split('\n')
+      .find((l) => l.split(' ')[4] === mountPoint);
+    const options = (line ?? '').split(' ')[5]?.split(',') ?? [];
+    for (const option of ['nosuid', 'nodev', 'noatime']) assert.ok(options.includes(option), option);
+    // Allocated in full on the host (the job can never fill the host's disk instead).
+    assert.ok((await stat(image)).blocks * 512 >= 64 * 1024 * 1024);
+    await writeFile(join(mountPoint, 'f'), 'data');
+    await HostHelper.shared().unmount(mountPoint);
+    assert.equal(
+      readMountInfo().some((mount) => mount.mountPoint === mountPoint),
+      false,
+    );
+    // The second disk of the same size comes from the template: empty, not the first one's files.
+    const image2 = join(dir, 'b.img');
+    const mountPoint2 = join(dir, 'b');
+    await (await open(image2, 'wx', 0o600)).close();
+    await mkdir(mountPoint2);
+    await HostHelper.shared().makeDisk(image2, 64 * 1024 * 1024, mountPoint2);
+    assert.equal(existsSync(join(mountPoint2, 'f')), false);
+    assert.ok(existsSync(join(mountPoint2, 'lost+found')));
+    await HostHelper.shared().unmount(mountPoint2);
+  });
+
+  test('never follows a link to the image, and names the failing step', async () => {
+    const target = join(dir, 'target.img');
+    await writeFile(target, '');
+    const link = join(dir, 'link.img');
+    await symlink(target, link);
+    await mkdir(join(dir, 'c'));
+    await assert.rejects(HostHelper.shared().makeDisk(link, 64 * 1024 * 1024, join(dir, 'c')), {
+      code: 'ELOOP',
+      step: 'allocate',
+    });
+    assert.equal((await stat(target)).size, 0, 'nothing was written through the link');
+  });
+
+  test('refuses a disk larger than the host can hold (ENOSPC at allocate)', async () => {
+    const image = join(dir, 'huge.img');
+    await (await open(image, 'wx', 0o600)).close();
+    await mkdir(join(dir, 'huge'));
+    await assert.rejects(HostHelper.shared().makeDisk(image, 2 ** 52, join(dir, 'huge')), (error: Error) => {
+      const failure = error as Error & { step?: string; code?: string };
+      return failure.step === 'allocate' && (failure.code === 'ENOSPC' || failure.code === 'EFBIG');
+    });
+  });
+});
+
+describe('host helper: deadlines', { skip: !isRoot && 'needs root' }, () => {
+  const layout = detectCgroupLayout();
+  const base = layout.version === 1 ? layout.controllers.pids : layout.mount;
+  const groups: string[] = [];
+  after(async () => {
+    for (const group of groups) await rmdir(group).catch(() => undefined);
+  });
+
+  /** A cgroup with one `sleep` in it. */
+  async function sleeperIn(name: string): Promise<{ group: string; pid: number }> {
+    const group = join(base, `airlock-helper-test-${process.pid}-${name}`);
+    await mkdir(group);
+    groups.push(group);
+    const child = HostHelper.shared().spawn(
+      '/bin/sh',
+      ['-c', `echo $$ > ${group}/cgroup.procs && exec sleep 100`],
+      {
+        env: ENV,
+      },
+    );
+    const pid = await child.started;
+    for (let i = 0; i < 100; i += 1) {
+      if ((await readFile(join(group, 'cgroup.procs'), 'utf8')).includes(String(pid))) break;
+      await sleep(10);
+    }
+    return { group, pid };
+  }
+
+  test('kills every process of the cgroup when the deadline comes', async () => {
+    const { group, pid } = await sleeperIn('armed');
+    await HostHelper.shared().arm(group, 200);
+    assert.ok(alive(pid));
+    for (let i = 0; i < 150 && alive(pid); i += 1) await sleep(20);
+    assert.equal(alive(pid), false, 'killed at its deadline');
+    assert.equal((await readFile(join(group, 'cgroup.procs'), 'utf8')).trim(), '');
+  });
+
+  test('a disarmed deadline kills nothing', async () => {
+    const { pid } = await sleeperIn('disarmed');
+    const helper = HostHelper.shared();
+    const watch = await helper.arm(join(base, `airlock-helper-test-${process.pid}-disarmed`), 200);
+    helper.disarm(watch);
+    await sleep(600);
+    assert.ok(alive(pid), 'still running after the deadline it no longer has');
+    process.kill(pid, 'SIGKILL');
+  });
+});
