@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ValidJob } from './job.js';
 import { MASKED_PATHS, type MountPlan, mounts, READONLY_PATHS } from './mounts.js';
@@ -59,6 +59,6 @@ export async function writeBundleConfig(bundleDir: string, spec: OciSpec): Promi
   // 0600: the config names host paths and ID ranges; only root reads it. Compact: it is
   // written for every job (`--print-config` shows it indented).
   const text = JSON.stringify(spec);
-  await writeFile(join(bundleDir, CONFIG_FILE), text, { mode: 0o600, flag: 'wx' });
+  writeFileSync(join(bundleDir, CONFIG_FILE), text, { mode: 0o600, flag: 'wx' });
   return createHash('sha256').update(text).digest('hex');
 }

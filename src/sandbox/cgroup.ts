@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AirlockError } from '../errors.js';
@@ -136,9 +135,15 @@ export interface CgroupUsage {
   readonly peakMemoryBytes: number;
 }
 
+/*
+ * Files of the cgroup filesystems are read and written with synchronous calls: they are the
+ * kernel's in-memory state (microseconds each), and a job takes dozens of them, each of
+ * which would otherwise be a round trip through libuv's thread pool.
+ */
+
 async function readText(path: string): Promise<string | null> {
   try {
-    return await readFile(path, 'utf8');
+    return readFileSync(path, 'utf8');
   } catch {
     return null;
   }
@@ -159,7 +164,7 @@ function ignoreMissing(error: NodeJS.ErrnoException): void {
 }
 
 async function write(path: string, value: string): Promise<void> {
-  await writeFile(path, value);
+  writeFileSync(path, value);
 }
 
 /** Every cgroup directory below `dir`, deepest first, then `dir` itself. */
@@ -167,7 +172,7 @@ async function treeDeepestFirst(dir: string): Promise<string[]> {
   const out: string[] = [];
   let entries: import('node:fs').Dirent[];
   try {
-    entries = await readdir(dir, { withFileTypes: true });
+    entries = readdirSync(dir, { withFileTypes: true });
   } catch {
     return out;
   }
@@ -235,7 +240,7 @@ export class JobCgroup {
 
   private async createV1(resources: SandboxResources, hostPids: number): Promise<void> {
     const dirs = new Set(V1_CONTROLLERS.map((name) => this.v1(name)));
-    for (const dir of dirs) await mkdir(dir, { recursive: true });
+    for (const dir of dirs) mkdirSync(dir, { recursive: true });
     const memory = this.v1('memory');
     await write(join(memory, 'memory.limit_in_bytes'), String(resources.memoryBytes));
     // memory+swap = memory: no swap (the file exists only where swap accounting is on).
@@ -255,7 +260,7 @@ export class JobCgroup {
     const top = join(this.layout.mount, CGROUP_ROOT_NAME);
     const scoped = join(this.layout.mount, this.scope.group);
     const dir = this.dirIn(this.layout.mount);
-    await mkdir(dir, { recursive: true });
+    mkdirSync(dir, { recursive: true });
     // Delegate the controllers down to the job's cgroup and its container leaf.
     for (const parent of [this.layout.mount, top, scoped, dir]) {
       await write(join(parent, 'cgroup.subtree_control'), '+memory +pids +cpu');
@@ -376,7 +381,7 @@ export async function removeJobCgroups(scope: CgroupScope, jobId: string): Promi
       let removed = false;
       for (let attempt = 0; attempt < 50 && !removed; attempt += 1) {
         try {
-          await rmdir(dir);
+          rmdirSync(dir);
           removed = true;
         } catch (error) {
           const code = (error as NodeJS.ErrnoException).code;
@@ -396,7 +401,7 @@ export async function listJobCgroups(scope: CgroupScope): Promise<Set<string>> {
   const ids = new Set<string>();
   for (const mount of scope.layout.allMounts) {
     try {
-      for (const name of await readdir(join(mount, scope.group))) ids.add(name);
+      for (const name of readdirSync(join(mount, scope.group))) ids.add(name);
     } catch {
       // this hierarchy has no airlock cgroup
     }

@@ -1,43 +1,49 @@
 #!/usr/bin/perl
-# Airlock's host helper (docs/decisions/0012-host-helper.md): starts the host processes of
-# the sandbox engine (the runtime, the disk tools, watchdogs) for the Node.js process that
-# started it. Node.js starts a process by forking itself, and a fork costs in proportion to
-# the parent's memory (about 3 ms from a 100 MiB worker); this process is a few MiB.
+# Airlock's host helper (docs/decisions/0012-host-helper.md): does the sandbox engine's host
+# work for the Node.js process that started it. Node.js starts a process by forking itself,
+# which costs in proportion to its memory (about 3 ms from a 100 MiB worker); this process is
+# a few MiB, and makes disks with system calls instead of starting a tool for each step.
+# A Node.js process runs two of them: one for processes and deadlines, one for disks (a disk
+# operation may block for a while, and must never hold up a job's output or a deadline).
+# Only modules of perl-base (present on every Debian and Ubuntu system) are used.
 #
-# Requests, one JSON object a line on stdin:
-#   {"op":"spawn","id":N,"file":F,"argv":[...],"env":{...},"setsid":0|1}   stdin: /dev/null
-#   {"op":"kill","id":N,"signal":NAME,"group":0|1}
-#   {"op":"disk","id":N,"image":PATH,"bytes":B,"mountPoint":PATH}
-#       allocates the (existing, empty) image file in full, formats it ext4 by writing the
-#       metadata of a filesystem of that size made once with mkfs.ext4, and mounts it on a
-#       loop device (nosuid, nodev, noatime; the device is freed when it is unmounted)
-#   {"op":"unmount","id":N,"path":PATH}
-#   {"op":"arm","id":N,"dir":PATH,"ms":MS}    a job's watchdog: MS from now every process
-#       listed under the job's cgroup directory PATH is killed (cgroup.kill where there is
-#       one, then SIGKILL to each PID until none is left); this survives the Node.js process
-#   {"op":"disarm","id":N,"watch":W}           the watchdog armed by request W is not needed
-# Reports on stdout, a JSON line each, some followed by raw bytes:
+# Requests on stdin, each framed as its length in bytes (decimal), a newline, then the fields
+# separated by NUL bytes (fields cannot contain NUL: paths, argv and environment cannot):
+#   spawn  ID SETSID FILE ARGC ARG... NAME=VALUE...   start FILE with argv ARG..., that
+#                                                     environment, stdin from /dev/null
+#   kill   ID SIGNAL GROUP                            KILL, TERM, INT or HUP; GROUP 1: its group
+#   disk   ID IMAGE BYTES MOUNTPOINT                  allocate the (existing, empty) image in
+#       full, format it ext4 by writing the metadata of a filesystem of that size made once
+#       with mkfs.ext4, and mount it on a loop device (nosuid, nodev, noatime; the device is
+#       freed when it is unmounted)
+#   unmount ID PATH
+#   arm    ID DIR MS     a job's deadline: MS from now every process listed under the job's
+#       cgroup directory DIR is killed (cgroup.kill where there is one, then SIGKILL to each
+#       PID until none is left); this survives the Node.js process
+#   disarm ID WATCH      the deadline armed by request WATCH is not needed
+# Reports on stdout, a JSON object a line, "out" followed by raw bytes:
 #   {"t":"spawned","id":N,"pid":P}
 #   {"t":"failed","id":N,"errno":CODE,"message":TEXT}     the process could not be started
 #   {"t":"out","id":N,"s":1|2,"n":BYTES}\n then BYTES bytes of its stdout (1) or stderr (2)
 #   {"t":"exit","id":N,"code":C|null,"signal":NAME|null}  after it was reaped and both of its
 #                                                          pipes reached end of file
 #   {"t":"done","id":N}  or  {"t":"failed","id":N,"errno":CODE,"step":STEP,"message":TEXT}
-#                        for disk and unmount
+#                        for disk, unmount, arm and disarm
 # Arguments are passed as argv, never through a shell. When stdin ends (the Node.js process
 # is gone) the helper keeps draining and reaping what it started and keeps every armed
-# watchdog's deadline, then exits; the next sweep removes the rest.
+# deadline, then exits; the next sweep removes the rest. A request it cannot read ends it.
 use strict;
 use warnings;
 use Config;
 use Errno qw(EINTR EAGAIN);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_RDWR O_RDONLY O_NOFOLLOW SEEK_SET);
-use JSON::PP ();
 use POSIX qw(WNOHANG);
 
-my $json = JSON::PP->new->utf8->canonical;
-# A request line is bounded: argv and env of a host command, never job data.
-my $MAX_LINE = 1 << 20;
+# Nothing the Node.js process may have inherited reaches the processes started here.
+POSIX::close($_) for 3 .. 1023;
+
+# A request is bounded: argv and environment of a host command, never job data.
+my $MAX_REQUEST = 1 << 20;
 
 $SIG{PIPE} = 'IGNORE';
 my ($wake_r, $wake_w);
@@ -46,7 +52,7 @@ nonblocking($wake_r);
 nonblocking($wake_w);
 $SIG{CHLD} = sub { syswrite($wake_w, 'x') };
 
-my %by_id;     # id => { pid, out => fh, err => fh, in => fh, status => [code, signal] }
+my %by_id;     # id => { pid, out => fh, err => fh, open => pipes not at EOF, status => [code, signal] }
 my %by_pid;    # pid => id
 my %reading;   # fileno => [id, stream, fh]
 my $input = '';
@@ -63,11 +69,30 @@ sub nonblocking {
   fcntl($fh, F_SETFL, $flags | O_NONBLOCK) or die "fcntl: $!";
 }
 
+# Reports are flat objects: these keys hold integers, every other key a string (or null).
+my %NUMERIC = map { $_ => 1 } qw(id pid s n code);
+
+sub json_string {
+  my ($text) = @_;
+  $text =~ s/([\\"])/\\$1/g;
+  # Control characters and bytes past ASCII (a path in a message) as \u00XX.
+  $text =~ s/([\x00-\x1f\x7f-\xff])/sprintf('\\u%04x', ord $1)/ge;
+  return qq("$text");
+}
+
 sub report {
   my ($message, $bytes) = @_;
   # Once the Node.js process is gone nobody reads reports: drop them.
   return unless defined fileno(STDOUT);
-  $output .= $json->encode($message) . "\n";
+  my @fields;
+  for my $key (sort keys %$message) {
+    my $value = $message->{$key};
+    my $encoded = !defined $value ? 'null'
+      : $NUMERIC{$key} ? sprintf('%d', $value)
+      : json_string("$value");
+    push @fields, json_string($key) . ':' . $encoded;
+  }
+  $output .= '{' . join(',', @fields) . "}\n";
   $output .= $bytes if defined $bytes;
 }
 
@@ -114,13 +139,9 @@ sub start {
     open(STDIN, '<', '/dev/null') or POSIX::_exit(126);
     open(STDOUT, '>&', $out_w) or POSIX::_exit(126);
     open(STDERR, '>&', $err_w) or POSIX::_exit(126);
-    my %env = %{ $request->{env} // {} };
-    utf8::encode($_) for values %env;
-    %ENV = %env;
-    my @argv = @{ $request->{argv} // [] };
-    utf8::encode($_) for @argv;
+    %ENV = %{ $request->{env} };
+    my @argv = @{ $request->{argv} };
     my $file = $request->{file};
-    utf8::encode($file);
     { no warnings 'exec'; exec { $file } @argv; }
     my $errno = ($! + 0);
     syswrite($status_w, pack('N', $errno));
@@ -149,7 +170,7 @@ sub start {
   }
   nonblocking($out_r);
   nonblocking($err_r);
-  $by_id{$id} = { pid => $pid, out => $out_r, err => $err_r, open => 2 };
+  $by_id{$id} = { pid => $pid, leader => ($request->{setsid} ? $pid : undef), out => $out_r, err => $err_r, open => 2 };
   $by_pid{$pid} = $id;
   $reading{ fileno $out_r } = [ $id, 1, $out_r ];
   $reading{ fileno $err_r } = [ $id, 2, $err_r ];
@@ -182,8 +203,8 @@ sub reap {
 # --- job disks (docs/decisions/0001 and 0012) -----------------------------------------------
 
 my %syscalls = (
-  x86_64  => { fallocate => 285, mount => 165, umount2 => 166 },
-  aarch64 => { fallocate => 47,  mount => 40,  umount2 => 39 },
+  x86_64  => { fallocate => 285, mount => 165, umount2 => 166, clock_gettime => 228 },
+  aarch64 => { fallocate => 47,  mount => 40,  umount2 => 39,  clock_gettime => 113 },
 );
 my ($arch) = ($Config{archname} =~ /\A(x86_64|aarch64)/);
 my $SYS = defined $arch ? $syscalls{$arch} : undef;
@@ -220,6 +241,8 @@ sub run_mkfs {
     $SIG{$_} = 'DEFAULT' for qw(PIPE CHLD);
     open(STDIN, '<', '/dev/null');
     open(STDOUT, '>', '/dev/null');
+    # Its messages would mix with the helper's own (which explain the helper's death).
+    open(STDERR, '>', '/dev/null');
     %ENV = (PATH => '/usr/sbin:/usr/bin:/sbin:/bin', LANG => 'C');
     { no warnings 'exec';
       exec { $MKFS } 'mkfs.ext4', '-q', '-F', '-O', '^has_journal', '-m', '0',
@@ -290,8 +313,6 @@ sub make_disk {
   my ($image, $bytes, $mount_point) = @{$request}{qw(image bytes mountPoint)};
   return { errno => 'EINVAL', step => 'allocate', message => 'bad disk request' }
     unless defined $image && defined $mount_point && defined $bytes && $bytes =~ /\A[1-9][0-9]{0,15}\z/;
-  utf8::encode($image);
-  utf8::encode($mount_point);
   # The image was created empty by Airlock (0600, O_EXCL); never follow a link to it.
   sysopen(my $fh, $image, O_RDWR | O_NOFOLLOW) or return disk_error('allocate', 'cannot open the image');
   # Allocated in full: the host's free space is reserved before the job starts.
@@ -351,7 +372,6 @@ sub unmount {
   return { errno => 'ENOSYS', step => 'unmount', message => "no system call numbers for $Config{archname}" } unless $SYS;
   my $path = $request->{path};
   return { errno => 'EINVAL', step => 'unmount', message => 'no path' } unless defined $path;
-  utf8::encode($path);
   # UMOUNT_NOFOLLOW (8): the path's last component is not followed if it is a link.
   return undef if syscall($SYS->{umount2}, $path, 8) == 0;
   return disk_error('unmount', "umount $path");
@@ -359,10 +379,15 @@ sub unmount {
 
 # --- watchdogs ---------------------------------------------------------------------------
 
-use Time::HiRes ();
 my %watches;    # id => { dir, due (monotonic seconds), strikes }
 my $MAX_WATCHES = 65536;
-sub now { Time::HiRes::clock_gettime(Time::HiRes::CLOCK_MONOTONIC()) }
+# CLOCK_MONOTONIC (1) through clock_gettime(2): Time::HiRes is not part of perl-base.
+sub now {
+  my $timespec = "\0" x 16;
+  return time() unless $SYS && syscall($SYS->{clock_gettime}, 1, $timespec) == 0;
+  my ($seconds, $nanoseconds) = unpack('q q', $timespec);
+  return $seconds + $nanoseconds / 1e9;
+}
 
 # The PIDs listed in every cgroup.procs below $dir (a job's cgroup may have children).
 sub cgroup_pids {
@@ -421,45 +446,65 @@ sub next_due_in {
   return $next < 0 ? 0 : $next;
 }
 
+# A request Airlock never sends: the stream cannot be trusted any more, so the helper ends
+# (Node.js sees it die and fails what it ran).
+sub refuse {
+  my ($why) = @_;
+  print STDERR "airlock host helper: $why\n";
+  exit 70;
+}
+
 sub handle {
-  my ($line) = @_;
-  my $request = eval { $json->decode($line) };
-  return report({ t => 'error', message => 'a request that is not JSON' }) unless ref $request eq 'HASH';
-  my $op = $request->{op} // '';
-  my $id = $request->{id};
-  return report({ t => 'error', message => 'a request without an id' })
-    unless defined $id && !ref $id && $id =~ /\A[0-9]{1,15}\z/;
+  my ($payload) = @_;
+  my @fields = split /\0/, $payload, -1;
+  my ($op, $id) = splice(@fields, 0, 2);
+  refuse('a request without an id') unless defined $id && $id =~ /\A[0-9]{1,15}\z/;
   $id = $id + 0;
-  $request->{id} = $id;
   if ($op eq 'spawn') {
-    return report({ t => 'failed', id => $id, errno => 'EINVAL', message => 'no file' })
-      unless defined $request->{file} && ref $request->{argv} eq 'ARRAY';
-    return report({ t => 'failed', id => $id, errno => 'EINVAL', message => 'id in use' }) if $by_id{$id};
-    start($request);
+    my ($setsid, $file, $argc) = splice(@fields, 0, 3);
+    refuse('a bad spawn request')
+      unless defined $argc && $argc =~ /\A[0-9]{1,5}\z/ && $argc <= @fields && length $file && !$by_id{$id};
+    my @argv = splice(@fields, 0, $argc);
+    my %env;
+    for my $pair (@fields) {
+      my ($name, $value) = split /=/, $pair, 2;
+      refuse('a bad environment entry') unless defined $value && length $name;
+      $env{$name} = $value;
+    }
+    start({ id => $id, setsid => $setsid eq '1', file => $file, argv => \@argv, env => \%env });
   } elsif ($op eq 'disk' || $op eq 'unmount') {
-    my $failure = $op eq 'disk' ? make_disk($request) : unmount($request);
+    refuse("a bad $op request") unless @fields == ($op eq 'disk' ? 3 : 1);
+    my $failure = $op eq 'disk'
+      ? make_disk({ image => $fields[0], bytes => $fields[1], mountPoint => $fields[2] })
+      : unmount({ path => $fields[0] });
     report($failure ? { t => 'failed', id => $id, %$failure } : { t => 'done', id => $id });
   } elsif ($op eq 'arm') {
-    my ($dir, $ms) = @{$request}{qw(dir ms)};
-    return report({ t => 'failed', id => $id, errno => 'EINVAL', step => 'arm', message => 'bad watchdog request' })
-      unless defined $dir && !ref $dir && defined $ms && $ms =~ /\A[0-9]{1,12}\z/ && keys(%watches) < $MAX_WATCHES;
-    utf8::encode($dir);
+    my ($dir, $ms) = @fields;
+    refuse('a bad arm request') unless @fields == 2 && length $dir && $ms =~ /\A[0-9]{1,12}\z/;
+    if (keys(%watches) >= $MAX_WATCHES) {
+      return report({ t => 'failed', id => $id, errno => 'EAGAIN', step => 'arm', message => 'too many deadlines' });
+    }
     $watches{$id} = { dir => $dir, due => now() + $ms / 1000, strikes => 0 };
     report({ t => 'done', id => $id });
   } elsif ($op eq 'disarm') {
-    my $watch = $request->{watch};
-    delete $watches{$watch} if defined $watch && !ref $watch;
+    refuse('a bad disarm request') unless @fields == 1;
+    delete $watches{ $fields[0] };
     report({ t => 'done', id => $id });
   } elsif ($op eq 'kill') {
-    my $child = $by_id{$id};
-    # Only a process not yet reaped is signalled: its PID cannot have been reused.
-    return unless $child && defined $child->{pid};
-    my $name = $request->{signal} // 'KILL';
-    $name =~ s/\ASIG//;
-    return unless $name =~ /\A(?:KILL|TERM|INT|HUP)\z/;
-    kill($name, $request->{group} ? -$child->{pid} : $child->{pid});
+    my ($name, $group) = @fields;
+    refuse('a bad kill request') unless @fields == 2 && $name =~ /\A(?:KILL|TERM|INT|HUP)\z/;
+    my $child = $by_id{$id} or return;
+    if ($group eq '1' && defined $child->{leader}) {
+      # Its group (it was started in a session of its own), while its pipes are open: a
+      # process that still holds them keeps the group, and so its number, alive even after the
+      # leader was reaped.
+      kill($name, -$child->{leader}) if defined $child->{pid} || $child->{open} > 0;
+    } elsif (defined $child->{pid}) {
+      # Only a process not yet reaped is signalled: its PID cannot have been reused.
+      kill($name, $child->{pid});
+    }
   } else {
-    report({ t => 'error', message => "unknown op $op" });
+    refuse('an unknown request');
   }
 }
 
@@ -487,14 +532,15 @@ while ($stdin_open || %by_id || keys %by_pid || %watches) {
       $output = '';
       close STDOUT;
     } elsif (defined $n) {
+      # Whole frames only: "LENGTH\n" then LENGTH bytes.
       while ((my $end = index($input, "\n")) >= 0) {
-        my $line = substr($input, 0, $end + 1, '');
-        handle($line);
+        my $length = substr($input, 0, $end);
+        refuse('a bad frame') unless $length =~ /\A[0-9]{1,7}\z/ && $length <= $MAX_REQUEST;
+        last if length($input) < $end + 1 + $length;
+        substr($input, 0, $end + 1, '');
+        handle(substr($input, 0, $length, ''));
       }
-      if (length($input) > $MAX_LINE) {
-        report({ t => 'error', message => 'request line too long' });
-        $input = '';
-      }
+      refuse('a bad frame') if index($input, "\n") < 0 && length($input) > 16;
     }
   }
   for my $fd (keys %reading) {

@@ -20,8 +20,37 @@ const HELPER_SOURCE = fileURLToPath(new URL('../../../src/sandbox/host-helper.pl
 const SYSTEM_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
 /** A report header line is small; anything longer means the stream is corrupt. */
 const MAX_HEADER = 4096;
-/** How much of the helper's own stderr is kept, to explain its death. */
+/** How much of the helper's own stderr is kept (the last of it), to explain its death. */
 const MAX_HELPER_STDERR = 4096;
+/**
+ * How long the helper may take to answer a request before it is declared dead (and killed):
+ * a disk operation that hangs (storage in trouble) must not hang the worker with it.
+ */
+const REQUEST_TIMEOUT_MS = { disk: 120_000, unmount: 120_000, arm: 10_000, disarm: 10_000 } as const;
+
+type RequestOp = keyof typeof REQUEST_TIMEOUT_MS;
+
+/** Request ids are unique across helpers: an answer can never be taken for another's. */
+let nextId = 1;
+function takeId(): number {
+  const id = nextId;
+  nextId += 1;
+  return id;
+}
+
+/**
+ * A request as the helper reads it: its length in bytes, a newline, then the fields separated
+ * by NUL bytes. A field with a NUL byte cannot be passed (nor could it be a path, an argument
+ * or an environment entry).
+ */
+function frame(fields: readonly (string | number)[]): Buffer {
+  const texts = fields.map(String);
+  for (const text of texts) {
+    if (text.includes('\0')) throw new AirlockError('INVALID_JOB', 'a NUL byte in a host command or path');
+  }
+  const payload = Buffer.from(texts.join('\0'), 'utf8');
+  return Buffer.concat([Buffer.from(`${payload.length}\n`), payload]);
+}
 
 export type HostSignal = 'KILL' | 'TERM' | 'INT' | 'HUP';
 
@@ -87,8 +116,10 @@ function errnoError(code: string, message: string): NodeJS.ErrnoException {
 export class HostHelper {
   readonly #child: ChildProcessByStdio<Writable, Readable, Readable>;
   readonly #live = new Map<number, Live>();
-  readonly #requests = new Map<number, { resolve: () => void; reject: (error: HostRequestError) => void }>();
-  #nextId = 1;
+  readonly #requests = new Map<
+    number,
+    { resolve: () => void; reject: (error: HostRequestError) => void; timer: NodeJS.Timeout }
+  >();
   #pending: Buffer = Buffer.alloc(0);
   /** The header of an output report whose bytes have not all arrived. */
   #awaiting: { id: number; stream: 'stdout' | 'stderr'; bytes: number } | null = null;
@@ -107,7 +138,7 @@ export class HostHelper {
     this.#child.stdin.on('error', () => undefined);
     this.#child.stdout.on('data', (chunk: Buffer) => this.#read(chunk));
     this.#child.stderr.on('data', (chunk: Buffer) => {
-      if (this.#stderr.length < MAX_HELPER_STDERR) this.#stderr += chunk.toString('utf8');
+      this.#stderr = (this.#stderr + chunk.toString('utf8')).slice(-MAX_HELPER_STDERR);
     });
     // 'close', not 'exit': the reports it wrote before it ended are read first.
     this.#child.on('close', (code, signal) => {
@@ -119,20 +150,34 @@ export class HostHelper {
   }
 
   static #shared: HostHelper | null = null;
+  static #disks: HostHelper | null = null;
 
-  /** The helper of this process, started on first use and again after it died. */
+  /**
+   * The helper of this process for processes and deadlines, started on first use and again
+   * after it died. It never blocks on a disk: a job's output and every deadline go through it.
+   */
   static shared(): HostHelper {
-    if (HostHelper.#shared === null || HostHelper.#shared.#dead !== null) {
-      const perl = findExecutable('perl', SYSTEM_PATH);
-      if (perl === null) {
-        throw new AirlockError(
-          'HOST_UNSUPPORTED',
-          'perl is missing; Airlock starts its host processes through a small Perl helper (Debian/Ubuntu: apt-get install perl-base)',
-        );
-      }
-      HostHelper.#shared = new HostHelper(perl);
-    }
+    if (HostHelper.#shared === null || HostHelper.#shared.#dead !== null)
+      HostHelper.#shared = HostHelper.#start();
     return HostHelper.#shared;
+  }
+
+  /** The helper of this process for disks (an unmount may wait for the disk for a while). */
+  static disks(): HostHelper {
+    if (HostHelper.#disks === null || HostHelper.#disks.#dead !== null)
+      HostHelper.#disks = HostHelper.#start();
+    return HostHelper.#disks;
+  }
+
+  static #start(): HostHelper {
+    const perl = findExecutable('perl', SYSTEM_PATH);
+    if (perl === null) {
+      throw new AirlockError(
+        'HOST_UNSUPPORTED',
+        'perl is missing; Airlock does its host work through a small Perl helper (Debian/Ubuntu: apt-get install perl-base)',
+      );
+    }
+    return new HostHelper(perl);
   }
 
   /** The helper's PID (tests and the sweep's bookkeeping). */
@@ -141,8 +186,21 @@ export class HostHelper {
   }
 
   spawn(file: string, argv: readonly string[], options: HostSpawnOptions): HostProcess {
-    const id = this.#nextId;
-    this.#nextId += 1;
+    const id = takeId();
+    // argv[0] is the program's name, as a shell would set it.
+    const request = frame([
+      'spawn',
+      id,
+      options.setsid === true ? 1 : 0,
+      file,
+      argv.length + 1,
+      file,
+      ...argv,
+      ...Object.entries(options.env).map(([name, value]) => {
+        if (name === '' || name.includes('=')) throw new RangeError(`bad environment variable name ${name}`);
+        return `${name}=${value}`;
+      }),
+    ]);
     let resolveStarted: (pid: number) => void = () => undefined;
     let rejectStarted: (error: Error) => void = () => undefined;
     const started = new Promise<number>((resolve, reject) => {
@@ -168,15 +226,7 @@ export class HostHelper {
     } else {
       this.#live.set(id, live);
       this.#busy();
-      this.#send({
-        op: 'spawn',
-        id,
-        file,
-        // argv[0] is the program's name, as a shell would set it.
-        argv: [file, ...argv],
-        env: options.env,
-        setsid: options.setsid === true ? 1 : 0,
-      });
+      this.#send(request);
     }
     return {
       started,
@@ -185,7 +235,7 @@ export class HostHelper {
         live.listeners.push(listener);
       },
       kill: (signal, group = false) => {
-        if (this.#live.has(id)) this.#send({ op: 'kill', id, signal, group: group ? 1 : 0 });
+        if (this.#live.has(id)) this.#send(frame(['kill', id, signal, group ? 1 : 0]));
       },
     };
   }
@@ -195,12 +245,12 @@ export class HostHelper {
    * formatted ext4 and mounted on `mountPoint` through a loop device, nosuid, nodev, noatime.
    */
   makeDisk(image: string, bytes: number, mountPoint: string): Promise<void> {
-    return this.#request({ op: 'disk', image, bytes, mountPoint });
+    return this.#request('disk', [image, bytes, mountPoint]).answered;
   }
 
   /** Unmounts `path` (its last component is not followed if it is a link). */
   unmount(path: string): Promise<void> {
-    return this.#request({ op: 'unmount', path });
+    return this.#request('unmount', [path]).answered;
   }
 
   /**
@@ -209,28 +259,29 @@ export class HostHelper {
    * once it is armed; disarm() with the returned handle when the job ended first.
    */
   async arm(dir: string, afterMs: number): Promise<number> {
-    const { id, answered } = this.#start({ op: 'arm', dir, ms: Math.max(0, Math.ceil(afterMs)) });
+    const { id, answered } = this.#request('arm', [dir, Math.max(0, Math.ceil(afterMs))]);
     await answered;
     return id;
   }
 
+  /** Disarms a watchdog armed by this helper (nothing, if the helper died meanwhile). */
   disarm(watch: number): void {
     // Nothing waits for it: a watchdog that strikes after its job ended finds no process.
-    this.#start({ op: 'disarm', watch }).answered.catch(() => undefined);
+    if (this.#dead === null) this.#request('disarm', [watch]).answered.catch(() => undefined);
   }
 
-  #request(fields: Record<string, unknown>): Promise<void> {
-    return this.#start(fields).answered;
-  }
-
-  #start(fields: Record<string, unknown>): { id: number; answered: Promise<void> } {
-    const id = this.#nextId;
-    this.#nextId += 1;
+  #request(op: RequestOp, fields: readonly (string | number)[]): { id: number; answered: Promise<void> } {
+    const id = takeId();
     if (this.#dead !== null) return { id, answered: Promise.reject(errnoError('EHOSTHELPER', this.#dead)) };
+    const request = frame([op, id, ...fields]);
     const answered = new Promise<void>((resolve, reject) => {
-      this.#requests.set(id, { resolve, reject });
+      const timer = setTimeout(
+        () => this.#corrupt(`no answer to ${op} within ${REQUEST_TIMEOUT_MS[op] / 1000} s`),
+        REQUEST_TIMEOUT_MS[op],
+      );
+      this.#requests.set(id, { resolve, reject, timer });
       this.#busy();
-      this.#send({ ...fields, id });
+      this.#send(request);
     });
     return { id, answered };
   }
@@ -239,13 +290,14 @@ export class HostHelper {
     const request = this.#requests.get(id);
     if (request === undefined) return;
     this.#requests.delete(id);
+    clearTimeout(request.timer);
     if (error === null) request.resolve();
     else request.reject(error);
     if (this.#live.size === 0 && this.#requests.size === 0) this.#idle();
   }
 
-  #send(request: object): void {
-    if (this.#dead === null) this.#child.stdin.write(`${JSON.stringify(request)}\n`);
+  #send(request: Buffer): void {
+    if (this.#dead === null) this.#child.stdin.write(request);
   }
 
   /** While processes run the helper keeps Node.js's event loop alive; idle, it does not. */
@@ -300,9 +352,16 @@ export class HostHelper {
         }
         return;
       case 'out':
-        if (report.id !== undefined && typeof report.n === 'number' && report.n >= 0) {
-          this.#awaiting = { id: report.id, stream: report.s === 2 ? 'stderr' : 'stdout', bytes: report.n };
+        // The bytes that follow must be taken whole, or they would be read as reports.
+        if (!Number.isSafeInteger(report.n) || (report.n ?? -1) < 0 || report.id === undefined) {
+          this.#corrupt('an output report without its length');
+          return;
         }
+        this.#awaiting = {
+          id: report.id,
+          stream: report.s === 2 ? 'stderr' : 'stdout',
+          bytes: report.n ?? 0,
+        };
         return;
       case 'done':
         if (report.id !== undefined) this.#answer(report.id, null);
@@ -329,8 +388,7 @@ export class HostHelper {
         }
         return;
       default:
-        // 'error': a request the helper could not read. Nothing Airlock sends does that.
-        this.#corrupt(`the host helper refused a request: ${report.message ?? '?'}`);
+        this.#corrupt(`an unknown report ${JSON.stringify(report.t)}`);
     }
   }
 

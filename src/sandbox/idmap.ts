@@ -1,5 +1,6 @@
 import { randomInt } from 'node:crypto';
-import { readdir, readFile, stat, unlink } from 'node:fs/promises';
+import { readFileSync, unlinkSync } from 'node:fs';
+import { readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AirlockError } from '../errors.js';
 import type { IdRange } from './namespaces.js';
@@ -66,10 +67,19 @@ export async function leaseIdRange(pool: IdPool, owner: Owner, jobId: string): P
       slot,
       release: async () => {
         // Only our own record: a second release must not free a range another job leased since.
-        const record = await readFile(path, 'utf8')
-          .then((text) => JSON.parse(text) as { jobId?: unknown; pid?: unknown })
-          .catch(() => null);
-        if (record?.jobId === jobId && record.pid === owner.pid) await unlink(path).catch(() => undefined);
+        let record: { jobId?: unknown; pid?: unknown } | null = null;
+        try {
+          record = JSON.parse(readFileSync(path, 'utf8')) as { jobId?: unknown; pid?: unknown };
+        } catch {
+          // gone or unreadable: not ours to remove
+        }
+        if (record?.jobId === jobId && record.pid === owner.pid) {
+          try {
+            unlinkSync(path);
+          } catch {
+            // gone meanwhile
+          }
+        }
       },
     };
   }

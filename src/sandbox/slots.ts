@@ -1,4 +1,4 @@
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { type IdLease, type IdPool, leaseIdRange } from './idmap.js';
 import { JOB_GID, JOB_UID } from './process.js';
@@ -40,7 +40,7 @@ export async function prepareSlot(
   const jobId = newJobId();
   const jobDir = join(jobsDir, jobId);
   // The owner record comes first: from here on a crash leaves nothing the sweep cannot find.
-  await mkdir(jobDir, { mode: 0o711 });
+  mkdirSync(jobDir, { mode: 0o711 });
   let ids: IdLease | undefined;
   const watchdog = startWatchdog(processDirOf(jobId));
   try {
@@ -64,7 +64,8 @@ export async function prepareSlot(
 /** Unmounts and deletes the slot's disk, then its directory (last, so a crash midway is swept). */
 export async function destroySlot(jobDir: string): Promise<void> {
   await removeWorkspace(jobDir);
-  await rm(jobDir, { recursive: true, force: true });
+  // What is left is small: the owner record, the bundle's config, the runtime's log.
+  rmSync(jobDir, { recursive: true, force: true });
 }
 
 /** A slot no job ever used: nothing runs as its IDs, so its lease goes with it. */

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { chmod, link, mkdir, readFile, realpath, stat, unlink, writeFile } from 'node:fs/promises';
+import { linkSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmod, mkdir, readFile, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { AirlockError } from '../errors.js';
 
@@ -138,11 +138,17 @@ export async function writeOwner(
   extra: Record<string, unknown> = {},
 ): Promise<void> {
   const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  await writeFile(temp, `${JSON.stringify({ ...owner, ...extra })}\n`, { mode: 0o600, flag: 'wx' });
+  // Synchronous: a small local file, written for every job (a thread-pool round trip each
+  // would cost more than the calls themselves).
+  writeFileSync(temp, `${JSON.stringify({ ...owner, ...extra })}\n`, { mode: 0o600, flag: 'wx' });
   try {
-    await link(temp, path);
+    linkSync(temp, path);
   } finally {
-    await unlink(temp).catch(() => undefined);
+    try {
+      unlinkSync(temp);
+    } catch {
+      // already gone
+    }
   }
 }
 

@@ -17,18 +17,21 @@ export interface Watchdog {
 
 /** `cgroupDir`: the job's cgroup directory (the pids hierarchy on v1). */
 export function startWatchdog(cgroupDir: string): Watchdog {
-  let watch: number | null = null;
+  let armed: { helper: HostHelper; watch: number } | null = null;
   let stopped = false;
   return {
     arm: async (afterMs) => {
       if (stopped) return;
-      watch = await HostHelper.shared().arm(cgroupDir, afterMs);
-      if (stopped) HostHelper.shared().disarm(watch);
+      // Disarmed on the helper that armed it, never on a successor (whose own watchdogs
+      // could otherwise be taken for this one).
+      const helper = HostHelper.shared();
+      armed = { helper, watch: await helper.arm(cgroupDir, afterMs) };
+      if (stopped) armed.helper.disarm(armed.watch);
     },
     stop: () => {
       if (stopped) return;
       stopped = true;
-      if (watch !== null) HostHelper.shared().disarm(watch);
+      if (armed !== null) armed.helper.disarm(armed.watch);
     },
   };
 }

@@ -13,10 +13,11 @@ import {
   readdirSync,
   readlinkSync,
   readSync,
+  rmSync,
   symlinkSync,
   writeSync,
 } from 'node:fs';
-import { chmod, chown, lstat, mkdir, open, opendir, rm } from 'node:fs/promises';
+import { chown, lstat, mkdir, open, opendir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { AirlockError } from '../errors.js';
 import { HostHelper, type HostRequestError } from './host-helper.js';
@@ -62,13 +63,14 @@ export async function createWorkspace(jobDir: string, diskBytes: number): Promis
   // The whole size is allocated on the host now (fallocate: no data written, milliseconds),
   // so the job can use all of its disk and never fill the host's instead: a disk the host
   // cannot hold is refused here, before the job starts.
-  const handle = await open(ws.image, 'wx', 0o600);
-  await handle.close();
-  await mkdir(ws.mountPoint, { mode: 0o711 });
+  // Synchronous calls here and below: a few small metadata operations on local disks for
+  // every job, each of which would otherwise be a round trip through libuv's thread pool.
+  closeSync(openSync(ws.image, 'wx', 0o600));
+  mkdirSync(ws.mountPoint, { mode: 0o711 });
   // Allocated, formatted and mounted by the host helper with system calls: no host tool is
   // started for it (decision 0012).
   try {
-    await HostHelper.shared().makeDisk(ws.image, diskBytes, ws.mountPoint);
+    await HostHelper.disks().makeDisk(ws.image, diskBytes, ws.mountPoint);
   } catch (error) {
     const failure = error as HostRequestError;
     if (failure.step === 'allocate' && (failure.code === 'ENOSPC' || failure.code === 'EFBIG')) {
@@ -82,10 +84,11 @@ export async function createWorkspace(jobDir: string, diskBytes: number): Promis
     setupFailed(`cannot mount the job's disk: ${failure.message}`, error);
   }
   // The disk's root is root's and closed (0700) until it is handed to one job.
-  await chmod(ws.mountPoint, 0o700);
-  await mkdir(ws.workDir, { mode: 0o700 });
-  await mkdir(ws.tmpDir, { mode: 0o700 });
-  await rm(join(ws.mountPoint, 'lost+found'), { recursive: true, force: true });
+  chmodSync(ws.mountPoint, 0o700);
+  mkdirSync(ws.workDir, { mode: 0o700 });
+  mkdirSync(ws.tmpDir, { mode: 0o700 });
+  // A fresh filesystem's lost+found is empty.
+  rmSync(join(ws.mountPoint, 'lost+found'), { recursive: true, force: true });
   return ws;
 }
 
@@ -98,12 +101,12 @@ export async function assignWorkspace(
   // The disk's root belongs to the job's range root (its container root) and is closed to
   // every other host user: no one but the job and host root can read or plant files in its
   // workspace or /tmp, nor swap a path component while Airlock reads results.
-  await chown(ws.mountPoint, rangeRoot.uid, rangeRoot.gid);
-  await chmod(ws.mountPoint, 0o700);
-  await chown(ws.workDir, owner.uid, owner.gid);
-  await chown(ws.tmpDir, owner.uid, owner.gid);
-  await chmod(ws.workDir, 0o755);
-  await chmod(ws.tmpDir, 0o1777);
+  chownSync(ws.mountPoint, rangeRoot.uid, rangeRoot.gid);
+  chmodSync(ws.mountPoint, 0o700);
+  chownSync(ws.workDir, owner.uid, owner.gid);
+  chownSync(ws.tmpDir, owner.uid, owner.gid);
+  chmodSync(ws.workDir, 0o755);
+  chmodSync(ws.tmpDir, 0o1777);
 }
 
 /** Whether `path` is a mount point of this host (per /proc/self/mountinfo). */
@@ -116,7 +119,7 @@ export async function removeWorkspace(jobDir: string): Promise<void> {
   const ws = workspacePaths(jobDir);
   for (let attempt = 0; isMounted(ws.mountPoint) && attempt < 20; attempt += 1) {
     try {
-      await HostHelper.shared().unmount(ws.mountPoint);
+      await HostHelper.disks().unmount(ws.mountPoint);
       break;
     } catch (error) {
       if (attempt === 19) {
@@ -128,8 +131,10 @@ export async function removeWorkspace(jobDir: string): Promise<void> {
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+  // Freeing a large image's blocks can take a while: off the event loop.
   await rm(ws.image, { force: true });
-  await rm(ws.mountPoint, { recursive: true, force: true });
+  // Unmounted, the mount point is an empty directory.
+  rmSync(ws.mountPoint, { recursive: true, force: true });
 }
 
 // --- inputs: files copied in before the run -----------------------------------------------

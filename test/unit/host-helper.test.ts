@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, rm, rmdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { detectCgroupLayout } from '../../src/sandbox/cgroup.js';
 import { HostHelper } from '../../src/sandbox/host-helper.js';
 import { readMountInfo } from '../../src/sandbox/mountinfo.js';
+import { startWatchdog } from '../../src/sandbox/watchdog.js';
 
 /**
  * The host helper (decision 0012) on its own, against the real kernel: processes it starts,
@@ -89,6 +91,35 @@ describe('host helper: processes', () => {
     assert.equal(alive(grandchild), false, 'the group was killed, not only its leader');
   });
 
+  test('a group kill reaches what the leader left holding its pipes, after the leader was reaped', async () => {
+    const child = HostHelper.shared().spawn('/bin/sh', ['-c', 'sleep 30 & exit 0'], {
+      env: ENV,
+      setsid: true,
+    });
+    await child.started;
+    await sleep(200);
+    child.kill('KILL', true);
+    const exit = await Promise.race([child.closed, sleep(5000).then(() => null)]);
+    assert.ok(exit !== null, 'the pipes closed once the group was killed');
+    assert.equal(exit.code, 0);
+  });
+
+  test('loads with the modules of perl-base alone (what every Debian and Ubuntu system has)', async (t) => {
+    const inc = execFileSync('perl', ['-e', 'print join("\\n", @INC)'], { encoding: 'utf8' });
+    if (!inc.split('\n').some((dir) => /perl-base$/.test(dir))) {
+      t.skip('this perl has no perl-base directory');
+      return;
+    }
+    // stdin ends at once: the helper starts, finds nothing to do, and exits 0.
+    const result = spawnSync(
+      'perl',
+      ['-e', 'BEGIN { @INC = grep { m{perl-base$} } @INC } do $ARGV[0]; die $@ if $@', HELPER],
+      { input: '', encoding: 'utf8' },
+    );
+    assert.equal(result.stderr, '');
+    assert.equal(result.status, 0);
+  });
+
   test('a helper that dies fails what it was running, and the next call starts a new one', async () => {
     const helper = HostHelper.shared();
     const child = helper.spawn('/bin/sleep', ['100'], { env: ENV });
@@ -110,7 +141,7 @@ describe('host helper: disks', { skip: !isRoot && 'needs root' }, () => {
   });
   after(async () => {
     for (const entry of readMountInfo().filter((mount) => mount.mountPoint.startsWith(dir)))
-      await HostHelper.shared()
+      await HostHelper.disks()
         .unmount(entry.mountPoint)
         .catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
@@ -121,7 +152,7 @@ describe('host helper: disks', { skip: !isRoot && 'needs root' }, () => {
     const mountPoint = join(dir, 'a');
     await (await open(image, 'wx', 0o600)).close();
     await mkdir(mountPoint);
-    await HostHelper.shared().makeDisk(image, 64 * 1024 * 1024, mountPoint);
+    await HostHelper.disks().makeDisk(image, 64 * 1024 * 1024, mountPoint);
     const entry = readMountInfo().find((mount) => mount.mountPoint === mountPoint);
     assert.ok(entry, 'mounted');
     assert.equal(entry.type, 'ext4');
@@ -135,7 +166,7 @@ describe('host helper: disks', { skip: !isRoot && 'needs root' }, () => {
     // Allocated in full on the host (the job can never fill the host's disk instead).
     assert.ok((await stat(image)).blocks * 512 >= 64 * 1024 * 1024);
     await writeFile(join(mountPoint, 'f'), 'data');
-    await HostHelper.shared().unmount(mountPoint);
+    await HostHelper.disks().unmount(mountPoint);
     assert.equal(
       readMountInfo().some((mount) => mount.mountPoint === mountPoint),
       false,
@@ -145,10 +176,10 @@ describe('host helper: disks', { skip: !isRoot && 'needs root' }, () => {
     const mountPoint2 = join(dir, 'b');
     await (await open(image2, 'wx', 0o600)).close();
     await mkdir(mountPoint2);
-    await HostHelper.shared().makeDisk(image2, 64 * 1024 * 1024, mountPoint2);
+    await HostHelper.disks().makeDisk(image2, 64 * 1024 * 1024, mountPoint2);
     assert.equal(existsSync(join(mountPoint2, 'f')), false);
     assert.ok(existsSync(join(mountPoint2, 'lost+found')));
-    await HostHelper.shared().unmount(mountPoint2);
+    await HostHelper.disks().unmount(mountPoint2);
   });
 
   test('never follows a link to the image, and names the failing step', async () => {
@@ -157,7 +188,7 @@ describe('host helper: disks', { skip: !isRoot && 'needs root' }, () => {
     const link = join(dir, 'link.img');
     await symlink(target, link);
     await mkdir(join(dir, 'c'));
-    await assert.rejects(HostHelper.shared().makeDisk(link, 64 * 1024 * 1024, join(dir, 'c')), {
+    await assert.rejects(HostHelper.disks().makeDisk(link, 64 * 1024 * 1024, join(dir, 'c')), {
       code: 'ELOOP',
       step: 'allocate',
     });
@@ -168,12 +199,14 @@ describe('host helper: disks', { skip: !isRoot && 'needs root' }, () => {
     const image = join(dir, 'huge.img');
     await (await open(image, 'wx', 0o600)).close();
     await mkdir(join(dir, 'huge'));
-    await assert.rejects(HostHelper.shared().makeDisk(image, 2 ** 52, join(dir, 'huge')), (error: Error) => {
+    await assert.rejects(HostHelper.disks().makeDisk(image, 2 ** 52, join(dir, 'huge')), (error: Error) => {
       const failure = error as Error & { step?: string; code?: string };
       return failure.step === 'allocate' && (failure.code === 'ENOSPC' || failure.code === 'EFBIG');
     });
   });
 });
+
+const HELPER = new URL('../../../src/sandbox/host-helper.pl', import.meta.url).pathname;
 
 describe('host helper: deadlines', { skip: !isRoot && 'needs root' }, () => {
   const layout = detectCgroupLayout();
@@ -210,6 +243,21 @@ describe('host helper: deadlines', { skip: !isRoot && 'needs root' }, () => {
     for (let i = 0; i < 150 && alive(pid); i += 1) await sleep(20);
     assert.equal(alive(pid), false, 'killed at its deadline');
     assert.equal((await readFile(join(group, 'cgroup.procs'), 'utf8')).trim(), '');
+  });
+
+  test("a watchdog is disarmed on the helper that armed it, never on its successor's", async () => {
+    const first = HostHelper.shared();
+    const a = startWatchdog(join(base, `airlock-helper-test-${process.pid}-none`));
+    await a.arm(60_000);
+    process.kill(first.pid ?? 0, 'SIGKILL');
+    for (let i = 0; i < 100 && HostHelper.shared() === first; i += 1) await sleep(10);
+    const { group, pid } = await sleeperIn('successor');
+    const b = startWatchdog(group);
+    await b.arm(300);
+    a.stop();
+    for (let i = 0; i < 150 && alive(pid); i += 1) await sleep(20);
+    assert.equal(alive(pid), false, "job B's deadline was kept");
+    b.stop();
   });
 
   test('a disarmed deadline kills nothing', async () => {

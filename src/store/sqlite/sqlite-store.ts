@@ -866,15 +866,18 @@ export class SqliteStore implements Store {
 
   async read<T>(work: (tx: Tx) => Promise<T>): Promise<T> {
     const { result, seen } = await this.#exclusive(async () => {
+      const changes = this.#changes.get() as { n: number };
+      let result: T;
       try {
-        const changes = this.#changes.get() as { n: number };
-        const result = await work(this.#tx);
-        // A write made outside a transaction (autocommit) counts as a commit of its own.
-        if ((this.#changes.get() as { n: number }).n !== changes.n) this.#committed += 1;
-        return { result, seen: this.#committed };
+        result = await work(this.#tx);
       } catch (error) {
         throw wrapStoreError(error);
+      } finally {
+        // A write made outside a transaction (autocommit) counts as a commit of its own, also
+        // when the work failed after it.
+        if ((this.#changes.get() as { n: number }).n !== changes.n) this.#committed += 1;
       }
+      return { result, seen: this.#committed };
     });
     // Nothing read leaves the store before the commits it may have seen are on disk.
     await this.#durable(seen);
@@ -963,7 +966,7 @@ function openWal(db: Db, path: string): number | null {
     return null;
   }
   const info = fstatSync(fd);
-  if (!info.isFile()) {
+  if (!info.isFile() || db.pragma('journal_mode', { simple: true }) !== 'wal') {
     closeSync(fd);
     return null;
   }
