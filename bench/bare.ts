@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { mkdir, rm, rmdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { detectCgroupLayout } from '../src/sandbox/cgroup.js';
 import type { SandboxEngine } from '../src/sandbox/engine.js';
 import { type IdLease, leaseIdRange } from '../src/sandbox/idmap.js';
@@ -61,7 +61,8 @@ export async function prepareBareBundle(
   let counter = 0;
   const runOnce = async (): Promise<number> => {
     counter += 1;
-    const id = `bench-${process.pid}-${counter}`;
+    // Unique across bundles too: bundles run side by side, each in a cgroup of its own.
+    const id = `bench-${process.pid}-${basename(dir)}-${counter}`;
     spec.linux.cgroupsPath = `/airlock/bench/${id}`;
     await writeFile(join(dir, 'config.json'), JSON.stringify(spec));
     const started = performance.now();

@@ -209,21 +209,29 @@ export async function service(options: ServiceOptions): Promise<ServiceReport> {
     const bareRate = Math.max(...bareRates);
     const bareLoops = bareRates.indexOf(bareRate) + 2;
     await sleep(1000);
-    const helperPid =
+    // The worker's host helpers (one for processes, one for disks; decision 0012).
+    const helperPids =
       workerPid === undefined
-        ? undefined
+        ? []
         : (
             await Promise.all(
               (await childrenOf(workerPid)).map(async (pid) => ({ pid, comm: await commOf(pid) })),
             )
-          ).find((child) => child.comm === 'perl')?.pid;
-    const cpuBefore = await Promise.all([
-      cpuOf(up.pid),
-      cpuOf(workerPid),
-      cpuOf(helperPid),
-      cpuOf(process.pid),
-      machineCpu(),
-    ]);
+          )
+            .filter((child) => child.comm === 'perl')
+            .map((child) => child.pid);
+    const sample = async () => {
+      const helpers = await Promise.all(helperPids.map(cpuOf));
+      return {
+        server: (await cpuOf(up.pid)).self,
+        worker: (await cpuOf(workerPid)).self,
+        helpers: helpers.reduce((sum, cpu) => sum + cpu.self, 0),
+        started: helpers.reduce((sum, cpu) => sum + cpu.children, 0),
+        clients: (await cpuOf(process.pid)).self,
+        machine: await machineCpu(),
+      };
+    };
+    const cpuBefore = await sample();
     const started = performance.now();
     let left = options.jobs;
     await Promise.all(
@@ -235,24 +243,10 @@ export async function service(options: ServiceOptions): Promise<ServiceReport> {
       }),
     );
     const rate = options.jobs / ((performance.now() - started) / 1000);
-    const cpuAfter = await Promise.all([
-      cpuOf(up.pid),
-      cpuOf(workerPid),
-      cpuOf(helperPid),
-      cpuOf(process.pid),
-      machineCpu(),
-    ]);
-    const perJob = (after: number, before: number): string => ((after - before) / options.jobs).toFixed(1);
-    const [serverCpu, workerCpu, helperCpu, benchCpu] = [0, 1, 2, 3].map((index) => ({
-      before: cpuBefore[index] as { self: number; children: number },
-      after: cpuAfter[index] as { self: number; children: number },
-    })) as [
-      { before: { self: number; children: number }; after: { self: number; children: number } },
-      { before: { self: number; children: number }; after: { self: number; children: number } },
-      { before: { self: number; children: number }; after: { self: number; children: number } },
-      { before: { self: number; children: number }; after: { self: number; children: number } },
-    ];
-    const cpuLine = `CPU per job during the load (ms, 10 ms ticks): machine ${perJob(cpuAfter[4] as number, cpuBefore[4] as number)}; server ${perJob(serverCpu.after.self, serverCpu.before.self)}, worker ${perJob(workerCpu.after.self, workerCpu.before.self)}, host helper ${perJob(helperCpu.after.self, helperCpu.before.self)} and what it started (runtime, tools) ${perJob(helperCpu.after.children, helperCpu.before.children)}, the submitting clients (this process) ${perJob(benchCpu.after.self, benchCpu.before.self)}; the rest is the kernel's own threads.`;
+    const cpuAfter = await sample();
+    const perJob = (key: keyof typeof cpuAfter): string =>
+      ((cpuAfter[key] - cpuBefore[key]) / options.jobs).toFixed(1);
+    const cpuLine = `CPU per job during the load (ms, 10 ms ticks): machine ${perJob('machine')}; server ${perJob('server')}, worker ${perJob('worker')}, its host helpers ${perJob('helpers')} and what they started (the runtime, mkfs) ${perJob('started')}, the submitting clients (this process) ${perJob('clients')}; the rest is the kernel's own threads.`;
     const loadedServer = await rssMiB(up.pid ?? 0);
     const loadedWorker = workerPid === undefined ? Number.NaN : await rssMiB(workerPid);
 
