@@ -42,6 +42,28 @@ use POSIX qw(WNOHANG);
 # Nothing the Node.js process may have inherited reaches the processes started here.
 POSIX::close($_) for 3 .. 1023;
 
+# System calls made by number (x86-64 and arm64 only; checked by Airlock before it starts).
+my %syscalls = (
+  x86_64  => { fallocate => 285, mount => 165, umount2 => 166, clock_gettime => 228, prctl => 157 },
+  aarch64 => { fallocate => 47,  mount => 40,  umount2 => 39,  clock_gettime => 113, prctl => 167 },
+);
+my ($arch) = ($Config{archname} =~ /\A(x86_64|aarch64)/);
+my $SYS = defined $arch ? $syscalls{$arch} : undef;
+
+# CLOCK_MONOTONIC (1) through clock_gettime(2) (Time::HiRes is not part of perl-base), chosen
+# once: a clock that changed between two readings would make a deadline fire at once or never.
+my $MONOTONIC = do {
+  my $timespec = "\0" x 16;
+  $SYS && syscall($SYS->{clock_gettime}, 1, $timespec) == 0;
+};
+sub now {
+  return time() unless $MONOTONIC;
+  my $timespec = "\0" x 16;
+  syscall($SYS->{clock_gettime}, 1, $timespec);
+  my ($seconds, $nanoseconds) = unpack('q q', $timespec);
+  return $seconds + $nanoseconds / 1e9;
+}
+
 # A request is bounded: argv and environment of a host command, never job data.
 my $MAX_REQUEST = 1 << 20;
 
@@ -84,6 +106,8 @@ sub report {
   my ($message, $bytes) = @_;
   # Once the Node.js process is gone nobody reads reports: drop them.
   return unless defined fileno(STDOUT);
+  # A report line stays short (Node.js refuses a longer one): messages are cut.
+  $message->{message} = substr($message->{message}, 0, 400) . '…' if defined $message->{message} && length($message->{message}) > 400;
   my @fields;
   for my $key (sort keys %$message) {
     my $value = $message->{$key};
@@ -125,6 +149,7 @@ sub start {
   pipe($out_r, $out_w) or return report({ t => 'failed', id => $id, errno => 'EMFILE', message => "pipe: $!" });
   pipe($err_r, $err_w) or return report({ t => 'failed', id => $id, errno => 'EMFILE', message => "pipe: $!" });
   pipe($status_r, $status_w) or return report({ t => 'failed', id => $id, errno => 'EMFILE', message => "pipe: $!" });
+  my $helper = $$;
   my $pid = fork();
   if (!defined $pid) {
     return report({ t => 'failed', id => $id, errno => 'EAGAIN', message => "fork: $!" });
@@ -136,6 +161,12 @@ sub start {
     $SIG{$_} = 'DEFAULT' for qw(PIPE CHLD INT TERM HUP QUIT);
     POSIX::sigprocmask(POSIX::SIG_SETMASK(), POSIX::SigSet->new());
     POSIX::setsid() if $request->{setsid};
+    # It dies with the helper (PR_SET_PDEATHSIG, SIGKILL): a runtime whose helper is gone is
+    # unsupervised, and Airlock then removes what it started. (Its own children are not
+    # affected: a container that is already running is killed by Airlock from its cgroup.)
+    syscall($SYS->{prctl}, 1, 9) if $SYS;
+    # The helper may have died between the fork and the line above.
+    POSIX::_exit(126) if getppid() != $helper;
     open(STDIN, '<', '/dev/null') or POSIX::_exit(126);
     open(STDOUT, '>&', $out_w) or POSIX::_exit(126);
     open(STDERR, '>&', $err_w) or POSIX::_exit(126);
@@ -202,12 +233,6 @@ sub reap {
 
 # --- job disks (docs/decisions/0001 and 0012) -----------------------------------------------
 
-my %syscalls = (
-  x86_64  => { fallocate => 285, mount => 165, umount2 => 166, clock_gettime => 228 },
-  aarch64 => { fallocate => 47,  mount => 40,  umount2 => 39,  clock_gettime => 113 },
-);
-my ($arch) = ($Config{archname} =~ /\A(x86_64|aarch64)/);
-my $SYS = defined $arch ? $syscalls{$arch} : undef;
 use constant {
   LOOP_CTL_GET_FREE => 0x4C82,
   LOOP_CONFIGURE    => 0x4C0A,
@@ -381,13 +406,6 @@ sub unmount {
 
 my %watches;    # id => { dir, due (monotonic seconds), strikes }
 my $MAX_WATCHES = 65536;
-# CLOCK_MONOTONIC (1) through clock_gettime(2): Time::HiRes is not part of perl-base.
-sub now {
-  my $timespec = "\0" x 16;
-  return time() unless $SYS && syscall($SYS->{clock_gettime}, 1, $timespec) == 0;
-  my ($seconds, $nanoseconds) = unpack('q q', $timespec);
-  return $seconds + $nanoseconds / 1e9;
-}
 
 # The PIDs listed in every cgroup.procs below $dir (a job's cgroup may have children).
 sub cgroup_pids {
@@ -451,6 +469,16 @@ sub next_due_in {
 sub refuse {
   my ($why) = @_;
   print STDERR "airlock host helper: $why\n";
+  # What was already reported (a process started) reaches Node.js before the helper ends.
+  if (defined fileno(STDOUT) && length $output) {
+    my $flags = fcntl(STDOUT, F_GETFL, 0);
+    fcntl(STDOUT, F_SETFL, $flags & ~O_NONBLOCK) if $flags;
+    while (length $output) {
+      my $n = syswrite(STDOUT, $output);
+      last unless $n;
+      substr($output, 0, $n, '');
+    }
+  }
   exit 70;
 }
 
@@ -495,10 +523,10 @@ sub handle {
     refuse('a bad kill request') unless @fields == 2 && $name =~ /\A(?:KILL|TERM|INT|HUP)\z/;
     my $child = $by_id{$id} or return;
     if ($group eq '1' && defined $child->{leader}) {
-      # Its group (it was started in a session of its own), while its pipes are open: a
-      # process that still holds them keeps the group, and so its number, alive even after the
-      # leader was reaped.
-      kill($name, -$child->{leader}) if defined $child->{pid} || $child->{open} > 0;
+      # Its group (it was started in a session of its own), only while the leader is not
+      # reaped: afterwards the group's number could name another group. (What the leader left
+      # behind in the job's cgroup is killed from the cgroup.)
+      kill($name, -$child->{leader}) if defined $child->{pid};
     } elsif (defined $child->{pid}) {
       # Only a process not yet reaped is signalled: its PID cannot have been reused.
       kill($name, $child->{pid});

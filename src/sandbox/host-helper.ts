@@ -26,7 +26,11 @@ const MAX_HELPER_STDERR = 4096;
  * How long the helper may take to answer a request before it is declared dead (and killed):
  * a disk operation that hangs (storage in trouble) must not hang the worker with it.
  */
-const REQUEST_TIMEOUT_MS = { disk: 120_000, unmount: 120_000, arm: 10_000, disarm: 10_000 } as const;
+const REQUEST_TIMEOUT_MS = { disk: 120_000, unmount: 120_000, arm: 10_000, disarm: null } as const;
+/** What the helper accepts (it ends on anything else): checked here, so only that call fails. */
+const MAX_REQUEST_BYTES = 1 << 20;
+const MAX_ARGV = 99_999;
+const MAX_DEADLINE_MS = 1e12 - 1;
 
 type RequestOp = keyof typeof REQUEST_TIMEOUT_MS;
 
@@ -43,13 +47,25 @@ function takeId(): number {
  * by NUL bytes. A field with a NUL byte cannot be passed (nor could it be a path, an argument
  * or an environment entry).
  */
+/** Half of a UTF-16 surrogate pair alone: no UTF-8 encoding exists for it. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 function frame(fields: readonly (string | number)[]): Buffer {
   const texts = fields.map(String);
   for (const text of texts) {
-    if (text.includes('\0')) throw new AirlockError('INVALID_JOB', 'a NUL byte in a host command or path');
+    if (text.includes('\0')) throw new RangeError('a NUL byte in a host command, path or environment entry');
+    if (LONE_SURROGATE.test(text))
+      throw new RangeError('a host command, path or environment entry that is not valid Unicode');
   }
   const payload = Buffer.from(texts.join('\0'), 'utf8');
+  if (payload.length > MAX_REQUEST_BYTES)
+    throw new RangeError(`a host request of more than ${MAX_REQUEST_BYTES} bytes`);
   return Buffer.concat([Buffer.from(`${payload.length}\n`), payload]);
+}
+
+/** The helper writes bytes past ASCII as \u00XX (Latin-1): the UTF-8 they were. */
+function fromHelper(text: string | undefined): string | undefined {
+  return text === undefined ? undefined : Buffer.from(text, 'latin1').toString('utf8');
 }
 
 export type HostSignal = 'KILL' | 'TERM' | 'INT' | 'HUP';
@@ -118,8 +134,10 @@ export class HostHelper {
   readonly #live = new Map<number, Live>();
   readonly #requests = new Map<
     number,
-    { resolve: () => void; reject: (error: HostRequestError) => void; timer: NodeJS.Timeout }
+    { resolve: () => void; reject: (error: HostRequestError) => void; op: RequestOp; timer?: NodeJS.Timeout }
   >();
+  /** Requests with a deadline, in the order sent: the helper answers them in that order. */
+  readonly #queue: number[] = [];
   #pending: Buffer = Buffer.alloc(0);
   /** The header of an output report whose bytes have not all arrived. */
   #awaiting: { id: number; stream: 'stdout' | 'stderr'; bytes: number } | null = null;
@@ -186,6 +204,8 @@ export class HostHelper {
   }
 
   spawn(file: string, argv: readonly string[], options: HostSpawnOptions): HostProcess {
+    if (file === '') throw new RangeError('no program to start');
+    if (argv.length + 1 > MAX_ARGV) throw new RangeError(`more than ${MAX_ARGV} arguments`);
     const id = takeId();
     // argv[0] is the program's name, as a shell would set it.
     const request = frame([
@@ -259,6 +279,8 @@ export class HostHelper {
    * once it is armed; disarm() with the returned handle when the job ended first.
    */
   async arm(dir: string, afterMs: number): Promise<number> {
+    if (!Number.isFinite(afterMs) || afterMs > MAX_DEADLINE_MS)
+      throw new RangeError(`a deadline of ${afterMs} ms`);
     const { id, answered } = this.#request('arm', [dir, Math.max(0, Math.ceil(afterMs))]);
     await answered;
     return id;
@@ -275,15 +297,32 @@ export class HostHelper {
     if (this.#dead !== null) return { id, answered: Promise.reject(errnoError('EHOSTHELPER', this.#dead)) };
     const request = frame([op, id, ...fields]);
     const answered = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () => this.#corrupt(`no answer to ${op} within ${REQUEST_TIMEOUT_MS[op] / 1000} s`),
-        REQUEST_TIMEOUT_MS[op],
-      );
-      this.#requests.set(id, { resolve, reject, timer });
+      this.#requests.set(id, { resolve, reject, op });
+      if (REQUEST_TIMEOUT_MS[op] !== null) {
+        this.#queue.push(id);
+        if (this.#queue.length === 1) this.#startDeadline(id);
+      }
       this.#busy();
       this.#send(request);
     });
     return { id, answered };
+  }
+
+  /**
+   * A request's deadline runs from when the helper can start on it: the one before it was
+   * answered. When it passes, the answer may already wait in the pipe (a stalled event loop
+   * runs its timers before it reads): the helper is declared dead only if, after the next
+   * read, there is still no answer.
+   */
+  #startDeadline(id: number): void {
+    const request = this.#requests.get(id);
+    const ms = request === undefined ? null : REQUEST_TIMEOUT_MS[request.op];
+    if (request === undefined || ms === null) return;
+    request.timer = setTimeout(() => {
+      setImmediate(() => {
+        if (this.#requests.has(id)) this.#corrupt(`no answer to ${request.op} within ${ms / 1000} s`);
+      });
+    }, ms);
   }
 
   #answer(id: number, error: HostRequestError | null): void {
@@ -291,6 +330,12 @@ export class HostHelper {
     if (request === undefined) return;
     this.#requests.delete(id);
     clearTimeout(request.timer);
+    const queued = this.#queue.indexOf(id);
+    if (queued >= 0) {
+      this.#queue.splice(queued, 1);
+      const next = this.#queue[0];
+      if (queued === 0 && next !== undefined) this.#startDeadline(next);
+    }
     if (error === null) request.resolve();
     else request.reject(error);
     if (this.#live.size === 0 && this.#requests.size === 0) this.#idle();
@@ -368,13 +413,16 @@ export class HostHelper {
         return;
       case 'failed':
         if (report.id !== undefined && this.#requests.has(report.id)) {
-          const error: HostRequestError = errnoError(report.errno ?? 'EIO', report.message ?? 'failed');
+          const error: HostRequestError = errnoError(
+            report.errno ?? 'EIO',
+            fromHelper(report.message) ?? 'failed',
+          );
           if (report.step !== undefined) error.step = report.step;
           this.#answer(report.id, error);
           return;
         }
         if (live !== undefined && report.id !== undefined) {
-          const error = errnoError(report.errno ?? 'EIO', `${report.message ?? 'cannot start'}`);
+          const error = errnoError(report.errno ?? 'EIO', fromHelper(report.message) ?? 'cannot start');
           this.#end(report.id, { code: null, signal: null, error });
         }
         return;

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { JobCgroup } from './cgroup.js';
 import { runHostCommand } from './host-command.js';
 import { HostHelper } from './host-helper.js';
@@ -51,6 +52,22 @@ export interface SuperviseOutcome {
 
 /** After the job is killed, how long the runtime gets to notice and exit before it is killed too. */
 const RUNTIME_EXIT_GRACE_MS = 10_000;
+
+/** Resolves once `pid` has ended (or is a zombie), or after `timeoutMs`. */
+async function processGone(pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    let state: string;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    } catch {
+      return;
+    }
+    if (state === 'Z') return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 export function superviseContainer(input: SuperviseInput): Promise<SuperviseOutcome> {
   return new Promise((resolve) => {
@@ -135,7 +152,18 @@ export function superviseContainer(input: SuperviseInput): Promise<SuperviseOutc
     }
 
     child.onData((stream, chunk) => limiter.write(stream, chunk));
-    void child.closed.then(({ code, signal, error }) => {
+    let runtimePid: number | null = null;
+    child.started.then(
+      (pid) => {
+        runtimePid = pid;
+      },
+      () => undefined,
+    );
+    void child.closed.then(async ({ code, signal, error }) => {
+      // The helper died: the runtime dies with it (PR_SET_PDEATHSIG). Wait until it is gone,
+      // so that what the engine removes next (the job's cgroup, the runtime's state) is not
+      // made again behind it.
+      if (error?.code === 'EHOSTHELPER' && runtimePid !== null) await processGone(runtimePid, 5000);
       exited = true;
       spawnError = error;
       const wallMs = performance.now() - started;

@@ -91,17 +91,19 @@ describe('host helper: processes', () => {
     assert.equal(alive(grandchild), false, 'the group was killed, not only its leader');
   });
 
-  test('a group kill reaches what the leader left holding its pipes, after the leader was reaped', async () => {
-    const child = HostHelper.shared().spawn('/bin/sh', ['-c', 'sleep 30 & exit 0'], {
-      env: ENV,
-      setsid: true,
-    });
-    await child.started;
-    await sleep(200);
-    child.kill('KILL', true);
-    const exit = await Promise.race([child.closed, sleep(5000).then(() => null)]);
-    assert.ok(exit !== null, 'the pipes closed once the group was killed');
-    assert.equal(exit.code, 0);
+  test('what the helper would refuse fails that call alone, before anything is sent', async () => {
+    const helper = HostHelper.shared();
+    const running = helper.spawn('/bin/sleep', ['30'], { env: ENV });
+    await running.started;
+    assert.throws(() => helper.spawn('', [], { env: ENV }), RangeError);
+    assert.throws(() => helper.spawn('/bin/echo', ['a\0b'], { env: ENV }), /NUL/);
+    assert.throws(() => helper.spawn('/bin/echo', ['\uD800'], { env: ENV }), /Unicode/);
+    assert.throws(() => helper.spawn('/bin/echo', [], { env: { 'A=B': 'c' } }), RangeError);
+    await assert.rejects(helper.arm('/sys/fs/cgroup/none', Number.POSITIVE_INFINITY), RangeError);
+    assert.equal(HostHelper.shared(), helper, 'the helper is still the same');
+    assert.equal((await run('/bin/echo', ['still here'])).stdout.toString(), 'still here\n');
+    running.kill('KILL');
+    assert.equal((await running.closed).signal, 'SIGKILL');
   });
 
   test('loads with the modules of perl-base alone (what every Debian and Ubuntu system has)', async (t) => {
@@ -128,7 +130,9 @@ describe('host helper: processes', () => {
     const exit = await child.closed;
     assert.equal(exit.error?.code, 'EHOSTHELPER');
     assert.match(exit.error?.message ?? '', /host helper exited \(killed by SIGKILL\)/);
-    process.kill(pid, 'SIGKILL');
+    // What it started dies with it (PR_SET_PDEATHSIG): nothing runs unsupervised.
+    for (let i = 0; i < 100 && alive(pid); i += 1) await sleep(20);
+    assert.equal(alive(pid), false, 'the process died with its helper');
     assert.notEqual(HostHelper.shared(), helper);
     assert.equal((await run('/bin/echo', ['again'])).stdout.toString(), 'again\n');
   });

@@ -823,7 +823,8 @@ export class SqliteStore implements Store {
         }
         db = new Database(options.path);
         db.pragma('journal_mode = WAL');
-        // FULL: a commit is on disk before the API answers (queue and audit must survive a crash).
+        // FULL while migrating: each commit syncs itself. openWal() then switches to group
+        // commit (NORMAL, the store syncing the WAL before anything is answered).
         db.pragma('synchronous = FULL');
         db.pragma('foreign_keys = ON');
         db.pragma('busy_timeout = 5000');
