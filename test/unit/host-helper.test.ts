@@ -217,7 +217,13 @@ describe('host helper: deadlines', { skip: !isRoot && 'needs root' }, () => {
   const base = layout.version === 1 ? layout.controllers.pids : layout.mount;
   const groups: string[] = [];
   after(async () => {
-    for (const group of groups) await rmdir(group).catch(() => undefined);
+    // A killed process leaves its cgroup a moment after it died: retry for up to 2 s.
+    for (const group of groups) {
+      for (let i = 0; i < 100 && existsSync(group); i += 1) {
+        await rmdir(group).catch(() => sleep(20));
+      }
+      assert.equal(existsSync(group), false, `test cgroup ${group} removed`);
+    }
   });
 
   /** A cgroup with one `sleep` in it. */
@@ -272,5 +278,6 @@ describe('host helper: deadlines', { skip: !isRoot && 'needs root' }, () => {
     await sleep(600);
     assert.ok(alive(pid), 'still running after the deadline it no longer has');
     process.kill(pid, 'SIGKILL');
+    for (let i = 0; i < 100 && alive(pid); i += 1) await sleep(20);
   });
 });
