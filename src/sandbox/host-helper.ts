@@ -11,9 +11,10 @@ import { findExecutable } from './runtimes.js';
  * and mounts job disks and unmounts them with system calls; and it keeps every job's
  * deadline (watchdog.ts), also after this Node.js process died. Node.js starts a process by
  * forking itself, which costs in proportion to its memory (about 3 ms of CPU from a 100 MiB
- * worker), and each tool costs its own start-up besides. One helper serves the whole Node.js
- * process; it is started on first use and again if it ever dies. Processes are started by
- * argv, never by a shell.
+ * worker), and each tool costs its own start-up besides. A Node.js process has two: one for
+ * processes and deadlines (shared()), one for disks (disks(): a disk may keep it waiting);
+ * each is started on first use and again if it ever dies. Processes are started by argv,
+ * never by a shell.
  */
 
 const HELPER_SOURCE = fileURLToPath(new URL('../../../src/sandbox/host-helper.pl', import.meta.url));
@@ -42,14 +43,14 @@ function takeId(): number {
   return id;
 }
 
+/** Half of a UTF-16 surrogate pair alone: no UTF-8 encoding exists for it. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 /**
  * A request as the helper reads it: its length in bytes, a newline, then the fields separated
  * by NUL bytes. A field with a NUL byte cannot be passed (nor could it be a path, an argument
  * or an environment entry).
  */
-/** Half of a UTF-16 surrogate pair alone: no UTF-8 encoding exists for it. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
 function frame(fields: readonly (string | number)[]): Buffer {
   const texts = fields.map(String);
   for (const text of texts) {
@@ -317,12 +318,14 @@ export class HostHelper {
   #startDeadline(id: number): void {
     const request = this.#requests.get(id);
     const ms = request === undefined ? null : REQUEST_TIMEOUT_MS[request.op];
-    if (request === undefined || ms === null) return;
+    if (request === undefined || ms === null || this.#dead !== null) return;
     request.timer = setTimeout(() => {
       setImmediate(() => {
         if (this.#requests.has(id)) this.#corrupt(`no answer to ${request.op} within ${ms / 1000} s`);
       });
     }, ms);
+    // The request itself keeps the event loop alive while it waits (#busy), not its deadline.
+    request.timer.unref();
   }
 
   #answer(id: number, error: HostRequestError | null): void {
