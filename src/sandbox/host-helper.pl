@@ -375,6 +375,9 @@ sub make_disk {
       fileno($fh), 0, 0, 0, 0, 0, 0, 0, 0, 0, LO_FLAGS_AUTOCLEAR, $name, '', '', 0, 0, (0) x 8);
     last if ioctl($loop, LOOP_CONFIGURE, $config);
     my $error = disk_error('mount', "cannot configure $device");
+    # LOOP_CONFIGURE came with Linux 5.8: older kernels answer ENOTTY or EINVAL.
+    $error->{message} .= ' (Airlock needs Linux 5.8 or later: LOOP_CONFIGURE)'
+      if $error->{errno} eq 'ENOTTY' || $error->{errno} eq 'EINVAL';
     close $loop;
     undef $loop;
     return $error unless $error->{errno} eq 'EBUSY' && $attempt < 20;
