@@ -1,4 +1,6 @@
 import type { KeyObject } from 'node:crypto';
+import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { signRequest } from '../auth/request-signature.js';
 import { AirlockError, type AirlockErrorCode, describeError, ERROR_CATALOGUE } from '../errors.js';
 
@@ -29,12 +31,16 @@ export interface RequestOptions {
 }
 
 const MAX_ERROR_BODY = 64 * 1024;
+/** The largest JSON answer read (the API pages its lists; nothing it sends comes near). */
+const MAX_JSON_BODY = 32 * 1024 * 1024;
 
 export class HttpClient {
   readonly #base: URL;
   readonly #token: string;
   readonly #timeoutMs: number;
   readonly #requestKey: HttpClientOptions['requestKey'];
+  /** Connections kept open between JSON calls (a worker makes several for every job). */
+  readonly #agent: HttpAgent;
 
   constructor(options: HttpClientOptions) {
     let base: URL;
@@ -54,22 +60,91 @@ export class HttpClient {
     this.#token = options.token;
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#requestKey = options.requestKey;
+    this.#agent =
+      base.protocol === 'https:'
+        ? new HttpsAgent({ keepAlive: true, maxFreeSockets: 8 })
+        : new HttpAgent({ keepAlive: true, maxFreeSockets: 8 });
   }
 
   get url(): string {
     return this.#base.href.replace(/\/$/, '');
   }
 
-  /** A JSON request; resolves to the parsed body, or null for 204. Errors throw AirlockError. */
+  /**
+   * A JSON request; resolves to the parsed body, or null for 204. Errors throw AirlockError.
+   * Made with node:http rather than fetch(): the same request for a fraction of the CPU, which
+   * a worker spends on several calls for every job.
+   */
   async json<T>(path: string, options: RequestOptions = {}): Promise<T | null> {
-    const response = await this.request(path, options);
-    if (response.status === 204) {
-      await response.body?.cancel();
-      return null;
-    }
-    const text = await response.text();
+    const { url, method, headers, body, signal } = this.#prepare(path, options);
+    let status: number;
+    let statusText: string;
+    let responseHeaders: IncomingMessage['headers'];
+    let bytes: Buffer;
     try {
-      return JSON.parse(text) as T;
+      ({ status, statusText, responseHeaders, bytes } = await new Promise<{
+        status: number;
+        statusText: string;
+        responseHeaders: IncomingMessage['headers'];
+        bytes: Buffer;
+      }>((resolve, reject) => {
+        const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+        const request = send(
+          url,
+          {
+            method,
+            headers: body === undefined ? headers : { ...headers, 'content-length': Buffer.byteLength(body) },
+            agent: this.#agent,
+            ...(signal !== undefined ? { signal } : {}),
+          },
+          (response) => {
+            const chunks: Buffer[] = [];
+            let length = 0;
+            response.on('data', (chunk: Buffer) => {
+              length += chunk.length;
+              if (length > MAX_JSON_BODY) {
+                response.destroy(new Error(`an answer of more than ${MAX_JSON_BODY} bytes`));
+                return;
+              }
+              chunks.push(chunk);
+            });
+            response.on('error', reject);
+            response.on('end', () =>
+              resolve({
+                status: response.statusCode ?? 0,
+                statusText: response.statusMessage ?? '',
+                responseHeaders: response.headers,
+                bytes: Buffer.concat(chunks),
+              }),
+            );
+          },
+        );
+        request.on('error', reject);
+        request.end(body);
+      }));
+    } catch (error) {
+      throw this.#unreachable(error, options.signal);
+    }
+    if (status < 200 || status > 299) {
+      const headersOut = new Headers();
+      for (const [name, value] of Object.entries(responseHeaders))
+        if (typeof value === 'string') headersOut.set(name, value);
+      let response: Response;
+      try {
+        // (A status that cannot carry a body, or that Response refuses, is told by its number.)
+        response = new Response([204, 205, 304].includes(status) ? null : bytes.subarray(0, MAX_ERROR_BODY), {
+          status,
+          statusText,
+          headers: headersOut,
+        });
+      } catch {
+        throw new AirlockError('INTERNAL', `the server answered ${status} ${statusText}`);
+      }
+      throw await errorFromResponse(response);
+    }
+    if (status === 204) return null;
+    try {
+      return JSON.parse(bytes.toString('utf8')) as T;
     } catch (error) {
       throw new AirlockError('INTERNAL', `the server answered ${path} with a body that is not JSON`, {
         cause: error,
@@ -79,6 +154,47 @@ export class HttpClient {
 
   /** A request whose 2xx response is returned unread (a stream); errors throw AirlockError. */
   async request(path: string, options: RequestOptions = {}): Promise<Response> {
+    const { url, method, headers, body, signal } = this.#prepare(path, options);
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method,
+        headers,
+        ...(body !== undefined ? { body } : {}),
+        ...(signal !== undefined ? { signal } : {}),
+      });
+    } catch (error) {
+      throw this.#unreachable(error, options.signal);
+    }
+    if (response.ok) return response;
+    throw await errorFromResponse(response);
+  }
+
+  /** What a failed connection means: the caller's own abort, or SERVER_UNREACHABLE. */
+  #unreachable(error: unknown, callerSignal: AbortSignal | undefined): unknown {
+    if (callerSignal?.aborted) return callerSignal.reason ?? error;
+    const cause =
+      error instanceof Error && error.cause instanceof Error ? error.cause.message : describeError(error);
+    return new AirlockError(
+      'SERVER_UNREACHABLE',
+      `cannot reach the Airlock server at ${this.url}: ${cause}`,
+      {
+        cause: error,
+      },
+    );
+  }
+
+  /** URL, method, headers (with the token, and the signature when one is required), body, signal. */
+  #prepare(
+    path: string,
+    options: RequestOptions,
+  ): {
+    url: URL;
+    method: string;
+    headers: Record<string, string>;
+    body: string | undefined;
+    signal: AbortSignal | undefined;
+  } {
     const headers: Record<string, string> = {
       authorization: `Bearer ${this.#token}`,
       accept: 'application/json, application/x-ndjson',
@@ -111,28 +227,13 @@ export class HttpClient {
           privateKey: this.#requestKey.privateKey,
         }),
       );
-    let response: Response;
-    try {
-      response = await fetch(url, {
-        method,
-        headers,
-        ...(body !== undefined ? { body } : {}),
-        ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}),
-      });
-    } catch (error) {
-      if (options.signal?.aborted) throw options.signal.reason ?? error;
-      const cause =
-        error instanceof Error && error.cause instanceof Error ? error.cause.message : describeError(error);
-      throw new AirlockError(
-        'SERVER_UNREACHABLE',
-        `cannot reach the Airlock server at ${this.url}: ${cause}`,
-        {
-          cause: error,
-        },
-      );
-    }
-    if (response.ok) return response;
-    throw await errorFromResponse(response);
+    return {
+      url,
+      method,
+      headers,
+      body,
+      signal: signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals),
+    };
   }
 }
 
