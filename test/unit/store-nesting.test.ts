@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
+import type { Tx } from '../../src/store/store.js';
 
 /**
  * The store runs one read or transaction at a time. One opened from inside another would
@@ -36,6 +37,13 @@ test('a read or transaction opened inside another is refused, not deadlocked', a
   }
 });
 
+/** A transaction that writes one row (a fresh nonce). */
+let nonces = 0;
+const write = async (tx: Tx): Promise<boolean> => {
+  nonces += 1;
+  return tx.nonces.consume('fingerprint', `nonce-${nonces}`, Date.now() + 60_000, Date.now());
+};
+
 /**
  * Group commit (decision 0013): SQLite commits without syncing and the store syncs the WAL
  * itself. Nothing may be answered before the sync that covers it has finished, overlapping
@@ -47,13 +55,11 @@ test('a transaction resolves only after the WAL sync that covers it; overlapping
   const store = SqliteStore.open({ path: join(dir, 'airlock.db'), syncWal: (_fd, done) => held.push(done) });
   try {
     let resolved = 0;
-    const first = store.transaction(async (tx) => tx.tokens.count()).then(() => (resolved += 1));
+    const first = store.transaction(write).then(() => (resolved += 1));
     for (let i = 0; i < 20 && held.length === 0; i += 1) await new Promise((r) => setImmediate(r));
     assert.equal(held.length, 1, 'one sync started');
     // Two more commit while the first sync runs: the connection is free for them.
-    const later = [1, 2].map(() =>
-      store.transaction(async (tx) => tx.tokens.count()).then(() => (resolved += 1)),
-    );
+    const later = [1, 2].map(() => store.transaction(write).then(() => (resolved += 1)));
     // A read sees those commits: it waits for them too.
     const read = store.read(async (tx) => tx.tokens.count()).then(() => (resolved += 1));
     await new Promise((r) => setTimeout(r, 50));
@@ -66,6 +72,9 @@ test('a transaction resolves only after the WAL sync that covers it; overlapping
     held.shift()?.(null);
     await Promise.all([...later, read]);
     assert.equal(resolved, 4);
+    // A transaction that changed nothing needs no sync of its own (everything it saw is synced).
+    await store.transaction(async (tx) => tx.tokens.count());
+    assert.equal(held.length, 0, 'no sync for a transaction that wrote nothing');
   } finally {
     while (held.length > 0) held.shift()?.(null);
     await store.close();
@@ -85,19 +94,13 @@ test('a failed WAL sync fails the transaction and the store refuses everything a
     },
   });
   try {
-    await assert.rejects(
-      store.transaction(async (tx) => tx.tokens.count()),
-      /could not be synced to disk \(EIO\)/,
-    );
+    await assert.rejects(store.transaction(write), /could not be synced to disk \(EIO\)/);
     fail = false;
     await assert.rejects(
       store.read(async (tx) => tx.tokens.count()),
       /restart the server/,
     );
-    await assert.rejects(
-      store.transaction(async (tx) => tx.tokens.count()),
-      /restart the server/,
-    );
+    await assert.rejects(store.transaction(write), /restart the server/);
   } finally {
     await store.close();
     await rm(dir, { recursive: true, force: true });

@@ -851,9 +851,13 @@ export class SqliteStore implements Store {
     const { result, commit } = await this.#exclusive(async () => {
       this.#begin.run();
       try {
+        const changes = this.#changes.get() as { n: number };
         const result = await work(this.#tx);
+        // A transaction that changed nothing (a claim that found the job taken) needs no sync
+        // of its own; like a read, it waits for the commits it may have seen.
+        const wrote = (this.#changes.get() as { n: number }).n !== changes.n;
         this.#commit.run();
-        this.#committed += 1;
+        if (wrote) this.#committed += 1;
         return { result, commit: this.#committed };
       } catch (error) {
         if (this.#db.inTransaction) this.#rollback.run();
