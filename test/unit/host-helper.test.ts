@@ -122,6 +122,34 @@ describe('host helper: processes', () => {
     assert.equal(result.status, 0);
   });
 
+  test('a helper that does not answer in time is declared dead, killed and replaced', {
+    timeout: 30_000,
+  }, async (t) => {
+    const helper = HostHelper.shared();
+    const pid = helper.pid ?? 0;
+    // A helper that hangs (as on a disk that never answers): stopped, it reads nothing.
+    process.kill(pid, 'SIGSTOP');
+    t.after(() => {
+      // Whatever happened, the stopped helper does not outlive the test.
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    });
+    const started = performance.now();
+    await assert.rejects(helper.arm('/sys/fs/cgroup/none', 60_000), (error: Error & { code?: string }) => {
+      assert.equal(error.code, 'EHOSTHELPER');
+      assert.match(error.message, /no answer to arm within 10 s/);
+      return true;
+    });
+    assert.ok(performance.now() - started >= 9_900, 'not before its deadline');
+    for (let i = 0; i < 100 && alive(pid); i += 1) await sleep(20);
+    assert.equal(alive(pid), false, 'the hung helper was killed');
+    assert.notEqual(HostHelper.shared(), helper);
+    assert.equal((await run('/bin/echo', ['replaced'])).stdout.toString(), 'replaced\n');
+  });
+
   test('a helper that dies fails what it was running, and the next call starts a new one', async () => {
     const helper = HostHelper.shared();
     const child = helper.spawn('/bin/sleep', ['100'], { env: ENV });
