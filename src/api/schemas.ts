@@ -451,6 +451,7 @@ export const ClaimSchema = Type.Object(
     worker: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$' }),
     runtimes: Type.Array(Runtime, { minItems: 1, maxItems: 3, uniqueItems: true }),
     waitMs: Type.Integer({ minimum: 0, maximum: 30_000 }),
+    start: Type.Optional(Type.Boolean()),
   },
   closed,
 );
@@ -461,6 +462,7 @@ export const ClaimedJobSchema = Type.Object({
   attempt: Type.Integer(),
   leaseTtlMs: Type.Integer(),
   leaseExpiresAt: Iso,
+  state: Type.Union([Type.Literal('leased'), Type.Literal('running')]),
   spec: Type.Unsafe({ $ref: 'JobSpecV1#' }),
 });
 

@@ -337,6 +337,12 @@ export interface ClaimRequest {
   runtimes: Array<'runc' | 'crun' | 'gvisor'>;
   /** Long-poll: wait up to this long for a job (0–30000). */
   waitMs: number;
+  /**
+   * Start the job with the claim: the job moves queued → leased → running in the claim's
+   * transaction (two audit events) and the worker sends no separate start (decision 0014).
+   * Default false: the job stays leased until POST …/start.
+   */
+  start?: boolean;
 }
 export interface ClaimedJob {
   jobId: string;
@@ -345,6 +351,8 @@ export interface ClaimedJob {
   attempt: number;
   leaseTtlMs: number;
   leaseExpiresAt: string;
+  /** `running` when the claim asked to start the job, else `leased`. */
+  state: 'leased' | 'running';
   spec: JobSpecV1;
 }
 /** Body of start, heartbeat and release. */

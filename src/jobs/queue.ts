@@ -98,14 +98,23 @@ export class JobQueue {
         updatedAt: now,
         logBase: row.logSeq,
       } satisfies Partial<JobRow>);
-      await tx.jobs.update(row);
       await this.#transitionEvent(tx, who, row, 'queued', { attempt: row.attempts, fence: row.fence });
+      // Started with the claim (decision 0014): the second transition, with its own audit
+      // event, in the same transaction; no separate start request.
+      if (request.start === true) {
+        checkMove(row.state, 'running');
+        row.state = 'running';
+        row.startedAt ??= now;
+        await this.#transitionEvent(tx, who, row, 'leased', { attempt: row.attempts });
+      }
+      await tx.jobs.update(row);
       return {
         jobId: row.id,
         fence: row.fence,
         attempt: row.attempts,
         leaseTtlMs: this.#o.leaseTtlMs,
         leaseExpiresAt: new Date(row.leaseExpiresAt ?? now).toISOString(),
+        state: row.state === 'running' ? 'running' : 'leased',
         // The worker runs the spec's runtime: the one admission chose is written into it (a
         // job that named none and was picked gvisor must never run under the worker's default).
         spec: { ...row.spec, runtime: row.runtime as NonNullable<JobSpecV1['runtime']> },

@@ -193,12 +193,16 @@ export class JobRun {
     const { client } = this.#deps;
     const { jobId, fence } = this.#claimed;
     if (this.#interrupted) return this.#release('the worker is stopping; the job was not started');
-    try {
-      this.#onStatus(await this.#renewingCall((options) => client.start(jobId, { fence }, options)));
-    } catch (error) {
-      if (leaseGone(error) || isTransient(error)) return this.#lostBy(error, 'start');
-      this.#deps.logger.error({ ...this.#log, err: error }, 'the job could not be started');
-      return this.#release(`the worker could not start the job: ${errorOf(error).code}`);
+    // A claim that asked to start the job answers with it running (decision 0014); a job
+    // still leased is started here.
+    if (this.#claimed.state !== 'running') {
+      try {
+        this.#onStatus(await this.#renewingCall((options) => client.start(jobId, { fence }, options)));
+      } catch (error) {
+        if (leaseGone(error) || isTransient(error)) return this.#lostBy(error, 'start');
+        this.#deps.logger.error({ ...this.#log, err: error }, 'the job could not be started');
+        return this.#release(`the worker could not start the job: ${errorOf(error).code}`);
+      }
     }
     if (this.#isLost) return 'lost';
     if (this.#interrupted) return this.#release('the worker is stopping; the job was not started');

@@ -53,7 +53,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 
 export function parseClaimedJob(value: unknown): ClaimedJob {
   if (!isRecord(value)) malformed('claim answer');
-  const { jobId, fence, attempt, leaseTtlMs, leaseExpiresAt, spec } = value;
+  const { jobId, fence, attempt, leaseTtlMs, leaseExpiresAt, state, spec } = value;
   if (typeof jobId !== 'string' || !JOB_ID.test(jobId)) malformed('claim answer (jobId)');
   if (typeof fence !== 'number' || !Number.isSafeInteger(fence)) malformed('claim answer (fence)');
   if (typeof attempt !== 'number' || !Number.isSafeInteger(attempt) || attempt < 1)
@@ -66,9 +66,10 @@ export function parseClaimedJob(value: unknown): ClaimedJob {
   )
     malformed('claim answer (leaseTtlMs)');
   if (typeof leaseExpiresAt !== 'string') malformed('claim answer (leaseExpiresAt)');
+  if (state !== 'leased' && state !== 'running') malformed('claim answer (state)');
   // The spec's fields are checked where they are used (spec.ts); here only that it is one.
   if (!isRecord(spec)) malformed('claim answer (spec)');
-  return { jobId, fence, attempt, leaseTtlMs, leaseExpiresAt, spec: spec as unknown as JobSpecV1 };
+  return { jobId, fence, attempt, leaseTtlMs, leaseExpiresAt, state, spec: spec as unknown as JobSpecV1 };
 }
 
 export function parseLeaseStatus(value: unknown): LeaseStatus {

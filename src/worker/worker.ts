@@ -242,7 +242,11 @@ export class Worker {
     const waitMs = this.#options.claimWaitMs ?? WORKER_DEFAULTS.claimWaitMs;
     let claimed: Awaited<ReturnType<WorkerProtocol['claim']>>;
     try {
-      claimed = await client.claim({ worker: name, runtimes: [...runtimes], waitMs }, { signal });
+      // The job starts with its claim: one round trip fewer per job (decision 0014).
+      claimed = await client.claim(
+        { worker: name, runtimes: [...runtimes], waitMs, start: true },
+        { signal },
+      );
     } catch (error) {
       // An aborted long poll is the stop, not a failure. (A job the server leased to us in
       // that instant is requeued when its lease runs out.)

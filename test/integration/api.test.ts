@@ -385,6 +385,58 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
     assert.equal(events.filter((e) => e.action === 'job.lost' && e.target === `job:${id}`).length, 2);
   });
 
+  test('a claim that asks to start the job answers it running: two transitions, two audit events, one transaction', async () => {
+    const leasedOnly = await server.call('POST', '/v1/jobs', server.admin, spec('start-on-claim'));
+    const plain = await claim();
+    assert.equal(plain.body.jobId, leasedOnly.body.id);
+    assert.equal(plain.body.state, 'leased');
+    assert.equal(
+      (await server.call('GET', `/v1/jobs/${plain.body.jobId}`, server.admin)).body.state,
+      'leased',
+    );
+    await server.call('POST', `/v1/jobs/${plain.body.jobId}/cancel`, server.admin);
+
+    const submitted = await server.call('POST', '/v1/jobs', server.admin, spec('start-on-claim'));
+    const claimed = await server.call('POST', '/v1/worker/claim', server.worker, {
+      worker: 'test-worker',
+      runtimes: ['runc'],
+      waitMs: 0,
+      start: true,
+    });
+    assert.equal(claimed.status, 200);
+    assert.equal(claimed.body.jobId, submitted.body.id);
+    assert.equal(claimed.body.state, 'running');
+    const job = await server.call('GET', `/v1/jobs/${submitted.body.id}`, server.admin);
+    assert.equal(job.body.state, 'running');
+    assert.equal(typeof job.body.startedAt, 'string');
+    const events = await server.plane.store.read(async (tx) => tx.audit.after(0, 100_000));
+    const moves = events
+      .filter((e) => e.action === 'job.state' && e.target === `job:${submitted.body.id}`)
+      .map((e) => JSON.parse(e.details) as { from: string; to: string })
+      .map((d) => `${d.from}→${d.to}`);
+    assert.deepEqual(moves, ['queued→leased', 'leased→running']);
+    // A start on the running job only renews its lease.
+    const start = await server.call('POST', `/v1/worker/jobs/${submitted.body.id}/start`, server.worker, {
+      fence: claimed.body.fence,
+    });
+    assert.equal(start.status, 200);
+    const done = await server.call('POST', `/v1/worker/jobs/${submitted.body.id}/result`, server.worker, {
+      fence: claimed.body.fence,
+      outcome: 'completed',
+      result: RESULT_OK,
+      error: null,
+    });
+    assert.deepEqual(done.body, { state: 'succeeded' });
+    // Not a boolean: refused like any field out of its schema.
+    const bad = await server.call('POST', '/v1/worker/claim', server.worker, {
+      worker: 'test-worker',
+      runtimes: ['runc'],
+      waitMs: 0,
+      start: 'yes',
+    });
+    assert.equal(bad.status, 400);
+  });
+
   test('a lease is bound to the worker token that took it', async () => {
     const other = await server.call('POST', '/v1/tokens', server.admin, {
       principal: 'other-worker',

@@ -42,6 +42,7 @@ function claimedJob(spec: Partial<JobSpecV1> = {}, leaseTtlMs = 300): ClaimedJob
     attempt: 1,
     leaseTtlMs,
     leaseExpiresAt: new Date(Date.now() + leaseTtlMs).toISOString(),
+    state: 'leased',
     spec: { version: 1, project: 'web', command: ['echo', 'hi'], ...spec },
   };
 }
@@ -97,7 +98,8 @@ class FakeServer implements WorkerProtocol {
     const failure = this.claimFailures.shift();
     if (failure !== undefined) throw failure;
     const job = this.queue.shift();
-    if (job !== undefined) return job;
+    // As the server: a claim that asks to start the job answers with it running.
+    if (job !== undefined) return request.start === true ? { ...job, state: 'running' } : job;
     // A short long poll.
     await sleep(Math.min(request.waitMs, 20), options?.signal);
     if (options?.signal?.aborted) throw options.signal.reason;
@@ -386,7 +388,7 @@ describe('Worker: selftest gate', () => {
 });
 
 describe('Worker: running a job', () => {
-  test('start → output shipped in order → result with usage and outputs, after every log was acknowledged', async (t) => {
+  test('claimed and started in one call → output shipped in order → result with usage and outputs, after every log was acknowledged', async (t) => {
     const h = startWorker(t);
     h.engine.workspace = { 'dist/app.js': 'code', 'src/a.ts': 'x', 'notes.txt': 'n' };
     h.engine.tailOutput = 'bye\n';
@@ -397,7 +399,9 @@ describe('Worker: running a job', () => {
     h.server.queue.push(job);
     await waitFor(() => h.server.callsOf('result').length === 1, 'a result');
     const kinds = h.server.calls.filter((call) => call.jobId === job.jobId).map((call) => call.kind);
-    assert.equal(kinds[0], 'start');
+    // The claim asked to start the job (decision 0014): no separate start.
+    assert.ok(h.server.callsOf('claim').every((call) => (call.body as ClaimRequest).start === true));
+    assert.ok(!kinds.includes('start'), kinds.join(', '));
     assert.equal(kinds.at(-1), 'result');
     assert.ok(kinds.includes('logs'));
     assert.deepEqual(h.server.logsPendingAtResult, [0]);
@@ -702,6 +706,23 @@ describe('JobRun', () => {
       ['release'],
     );
     assert.equal(engine.runs.length, 0);
+  });
+
+  test('a job claimed without starting it is started first; the runtime runs only after', async () => {
+    const server = new FakeServer();
+    const engine = new FakeEngine();
+    const run = new JobRun(claimedJob({}, 3000), performance.now(), {
+      client: server,
+      engine,
+      logger: new RecordingLogger(),
+      backoff: { initialMs: 5, maxMs: 20 },
+      runtimes: ['runc'],
+    });
+    assert.equal(await run.execute(), 'reported');
+    const kinds = server.calls.map((call) => call.kind);
+    assert.equal(kinds[0], 'start');
+    assert.equal(kinds.at(-1), 'result');
+    assert.equal(engine.runs.length, 1);
   });
 
   test('a start refused for another reason than the lease: the job is released', async () => {

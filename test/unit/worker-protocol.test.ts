@@ -16,6 +16,7 @@ function claimAnswer(fields: Record<string, unknown> = {}): Record<string, unkno
     attempt: 1,
     leaseTtlMs: 30_000,
     leaseExpiresAt: '2030-01-01T00:00:00.000Z',
+    state: 'running',
     spec: { version: 1, project: 'web', command: ['true'] },
     ...fields,
   };
@@ -127,6 +128,8 @@ describe('parsing the server answers', () => {
     ['a fence that is not an integer', { fence: 1.5 }],
     ['a TTL too short to heartbeat in', { leaseTtlMs: 10 }],
     ['no attempt', { attempt: undefined }],
+    ['a state a claim cannot answer', { state: 'queued' }],
+    ['no state', { state: undefined }],
     ['a spec that is not an object', { spec: 'rm -rf /' }],
   ];
   for (const [what, fields] of malformed) {
