@@ -303,24 +303,21 @@ export class ApiClient {
       );
       timer.unref();
     };
+    let lines: AsyncGenerator<unknown> | undefined;
     try {
       arm();
-      const response = await this.#http.request(
-        `/v1/jobs/${encodeURIComponent(checkJobId(id))}/logs?${params}`,
-        { signal, timeoutMs: 0 },
-      );
-      const body = response.body;
-      if (body === null) throw new AirlockError('SERVER_UNREACHABLE', 'the log stream ended before it began');
+      const body = await this.#http.stream(`/v1/jobs/${encodeURIComponent(checkJobId(id))}/logs?${params}`, {
+        signal,
+        timeoutMs: 0,
+      });
       // Every chunk, keep-alive lines included, proves the connection alive.
-      const watched = body.pipeThrough(
-        new TransformStream<Uint8Array, Uint8Array>({
-          transform(chunk, controller) {
-            arm();
-            controller.enqueue(chunk);
-          },
-        }),
-      );
-      const lines = ndjsonLines(new Response(watched));
+      const watched = async function* (): AsyncGenerator<Buffer> {
+        for await (const chunk of body) {
+          arm();
+          yield chunk;
+        }
+      };
+      lines = ndjsonLines(watched());
       for (;;) {
         let next: IteratorResult<unknown>;
         try {
@@ -346,6 +343,10 @@ export class ApiClient {
       });
     } finally {
       clearTimeout(timer);
+      // Closes the body (and its connection) first: aborting the request of a body left
+      // half-read makes its socket emit an error nobody listens to, and the process dies
+      // (test/unit/client-http.test.ts).
+      await lines?.return(undefined).catch(() => undefined);
       idle.abort();
     }
   }

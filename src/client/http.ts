@@ -76,73 +76,14 @@ export class HttpClient {
    * a worker spends on several calls for every job.
    */
   async json<T>(path: string, options: RequestOptions = {}): Promise<T | null> {
-    const { url, method, headers, body, signal } = this.#prepare(path, options);
-    let status: number;
-    let statusText: string;
-    let responseHeaders: IncomingMessage['headers'];
+    const response = await this.#answer(path, options);
     let bytes: Buffer;
     try {
-      ({ status, statusText, responseHeaders, bytes } = await new Promise<{
-        status: number;
-        statusText: string;
-        responseHeaders: IncomingMessage['headers'];
-        bytes: Buffer;
-      }>((resolve, reject) => {
-        const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
-        const request = send(
-          url,
-          {
-            method,
-            headers: body === undefined ? headers : { ...headers, 'content-length': Buffer.byteLength(body) },
-            agent: this.#agent,
-            ...(signal !== undefined ? { signal } : {}),
-          },
-          (response) => {
-            const chunks: Buffer[] = [];
-            let length = 0;
-            response.on('data', (chunk: Buffer) => {
-              length += chunk.length;
-              if (length > MAX_JSON_BODY) {
-                response.destroy(new Error(`an answer of more than ${MAX_JSON_BODY} bytes`));
-                return;
-              }
-              chunks.push(chunk);
-            });
-            response.on('error', reject);
-            response.on('end', () =>
-              resolve({
-                status: response.statusCode ?? 0,
-                statusText: response.statusMessage ?? '',
-                responseHeaders: response.headers,
-                bytes: Buffer.concat(chunks),
-              }),
-            );
-          },
-        );
-        request.on('error', reject);
-        request.end(body);
-      }));
+      bytes = await readBounded(response, MAX_JSON_BODY, 'refuse');
     } catch (error) {
       throw this.#unreachable(error, options.signal);
     }
-    if (status < 200 || status > 299) {
-      const headersOut = new Headers();
-      for (const [name, value] of Object.entries(responseHeaders))
-        if (typeof value === 'string') headersOut.set(name, value);
-      let response: Response;
-      try {
-        // (A status that cannot carry a body, or that Response refuses, is told by its number.)
-        response = new Response([204, 205, 304].includes(status) ? null : bytes.subarray(0, MAX_ERROR_BODY), {
-          status,
-          statusText,
-          headers: headersOut,
-        });
-      } catch {
-        throw new AirlockError('INTERNAL', `the server answered ${status} ${statusText}`);
-      }
-      throw await errorFromResponse(response);
-    }
-    if (status === 204) return null;
+    if (response.statusCode === 204) return null;
     try {
       return JSON.parse(bytes.toString('utf8')) as T;
     } catch (error) {
@@ -152,22 +93,47 @@ export class HttpClient {
     }
   }
 
-  /** A request whose 2xx response is returned unread (a stream); errors throw AirlockError. */
-  async request(path: string, options: RequestOptions = {}): Promise<Response> {
+  /**
+   * A request whose 2xx answer is handed over unread: its body's bytes as they come (the log
+   * stream). Errors throw AirlockError; a body that breaks off throws from the iteration.
+   * node:http as for json(): no redirect is followed, and fetch() is never loaded.
+   */
+  async stream(path: string, options: RequestOptions = {}): Promise<AsyncIterable<Buffer>> {
+    return this.#answer(path, options);
+  }
+
+  /** Sends the request; resolves to a 2xx answer with its body unread, else throws its error. */
+  async #answer(path: string, options: RequestOptions): Promise<IncomingMessage> {
     const { url, method, headers, body, signal } = this.#prepare(path, options);
-    let response: Response;
+    let response: IncomingMessage;
     try {
-      response = await fetch(url, {
-        method,
-        headers,
-        ...(body !== undefined ? { body } : {}),
-        ...(signal !== undefined ? { signal } : {}),
+      response = await new Promise<IncomingMessage>((resolve, reject) => {
+        const send = url.protocol === 'https:' ? httpsRequest : httpRequest;
+        const request = send(
+          url,
+          {
+            method,
+            headers: body === undefined ? headers : { ...headers, 'content-length': Buffer.byteLength(body) },
+            agent: this.#agent,
+            ...(signal !== undefined ? { signal } : {}),
+          },
+          resolve,
+        );
+        request.on('error', reject);
+        request.end(body);
       });
     } catch (error) {
       throw this.#unreachable(error, options.signal);
     }
-    if (response.ok) return response;
-    throw await errorFromResponse(response);
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status <= 299) return response;
+    let bytes: Buffer = Buffer.alloc(0);
+    try {
+      bytes = await readBounded(response, MAX_ERROR_BODY, 'cut');
+    } catch {
+      // the body could not be read whole: what came, or the status alone, speaks
+    }
+    throw errorOfAnswer(status, response.statusMessage ?? '', response.headers['retry-after'], bytes);
   }
 
   /** What a failed connection means: the caller's own abort, or SERVER_UNREACHABLE. */
@@ -237,18 +203,37 @@ export class HttpClient {
   }
 }
 
-/** The AirlockError a non-2xx response stands for (its code when the server sent a known one). */
-export async function errorFromResponse(response: Response): Promise<AirlockError> {
-  let text = '';
-  try {
-    text = (await response.text()).slice(0, MAX_ERROR_BODY);
-  } catch {
-    // the body could not be read: the status alone speaks
+/**
+ * Reads a body of at most `max` bytes. Past that the connection is dropped, and the body is
+ * either cut there (`cut`: an error answer, of which the start is enough) or refused.
+ */
+async function readBounded(response: IncomingMessage, max: number, past: 'cut' | 'refuse'): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of response as AsyncIterable<Buffer>) {
+    if (length + chunk.length > max) {
+      response.destroy();
+      if (past === 'refuse') throw new Error(`an answer of more than ${max} bytes`);
+      chunks.push(chunk.subarray(0, max - length));
+      break;
+    }
+    length += chunk.length;
+    chunks.push(chunk);
   }
+  return Buffer.concat(chunks);
+}
+
+/** The AirlockError a non-2xx answer stands for (its code when the server sent a known one). */
+export function errorOfAnswer(
+  status: number,
+  statusText: string,
+  retryAfter: string | undefined,
+  body: Buffer,
+): AirlockError {
   let code: AirlockErrorCode = 'INTERNAL';
-  let message = `the server answered ${response.status} ${response.statusText}`;
+  let message = `the server answered ${status} ${statusText}`;
   try {
-    const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
+    const parsed = JSON.parse(body.toString('utf8')) as { error?: { code?: unknown; message?: unknown } };
     const sent = parsed.error?.code;
     if (typeof sent === 'string' && Object.hasOwn(ERROR_CATALOGUE, sent)) code = sent as AirlockErrorCode;
     if (typeof parsed.error?.message === 'string') message = parsed.error.message;
@@ -256,8 +241,7 @@ export async function errorFromResponse(response: Response): Promise<AirlockErro
     // not our error body (a proxy's page): keep the status line
   }
   const error = new AirlockError(code, message);
-  const retryAfter = response.headers.get('retry-after');
-  if (retryAfter !== null && /^\d+$/.test(retryAfter)) {
+  if (retryAfter !== undefined && /^\d+$/.test(retryAfter)) {
     Object.defineProperty(error, 'retryAfterSeconds', { value: Number(retryAfter), enumerable: true });
   }
   return error;
@@ -265,14 +249,13 @@ export async function errorFromResponse(response: Response): Promise<AirlockErro
 
 /** Reads an application/x-ndjson body line by line (each line parsed as JSON). */
 export async function* ndjsonLines(
-  response: Response,
+  body: AsyncIterable<Uint8Array>,
   maxLineBytes = 8 * 1024 * 1024,
 ): AsyncGenerator<unknown> {
-  if (response.body === null) return;
   const decoder = new TextDecoder('utf-8', { fatal: true });
   let pending = '';
-  for await (const chunk of response.body) {
-    pending += decoder.decode(chunk as Uint8Array, { stream: true });
+  for await (const chunk of body) {
+    pending += decoder.decode(chunk, { stream: true });
     let newline = pending.indexOf('\n');
     while (newline !== -1) {
       const line = pending.slice(0, newline);

@@ -2,16 +2,20 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
+import { ApiClient } from '../../src/client/api-client.js';
+import { followLogs } from '../../src/client/follow.js';
 import { HttpClient } from '../../src/client/http.js';
 
 /**
- * HttpClient.json() on a real loopback server: what it sends, and what it refuses to take —
- * an unbounded answer, a redirect (never followed with the token), an error body.
+ * HttpClient.json() and .stream() on a real loopback server: what they send, and what they
+ * refuse to take — an unbounded answer, a redirect (never followed with the token), an error
+ * body, a stream that breaks off.
  */
 
 let server: Server;
 let url = '';
 const seen: { method: string | undefined; authorization: string | undefined; body: string }[] = [];
+let releaseSecond: () => void = () => undefined;
 
 before(async () => {
   server = createServer((request, response) => {
@@ -45,6 +49,21 @@ before(async () => {
         };
         response.on('error', () => undefined);
         more();
+      } else if (request.url === '/stream') {
+        // One line now, the next only once the client has told us it saw the first.
+        response.setHeader('content-type', 'application/x-ndjson');
+        response.write('{"n":1}\n');
+        releaseSecond = () => response.end('{"n":2}\n');
+      } else if (request.url?.startsWith('/v1/jobs/job_aaaaaaaaaaaaaaaaaaaaaaaaaa/logs?')) {
+        response.setHeader('content-type', 'application/x-ndjson');
+        response.write('\n');
+        response.end('{"end":{"state":"succeeded","terminal":true,"exitStatus":0}}\n');
+      } else if (request.url === '/ended') {
+        response.setHeader('content-type', 'application/x-ndjson');
+        response.end('{"end":true}\n');
+      } else if (request.url === '/broken') {
+        response.setHeader('content-type', 'application/x-ndjson');
+        response.write('{"n":1}\n', () => setTimeout(() => response.socket?.destroy(), 20));
       } else if (request.url === '/moved') {
         response.statusCode = 302;
         response.setHeader('location', '/ok');
@@ -101,4 +120,71 @@ test("turns the server's error body back into its code, with Retry-After", async
       return true;
     },
   );
+});
+
+test('stream(): the body as it comes, before the answer has ended', async () => {
+  const client = new HttpClient({ url, token: 'tok_secret' });
+  const body = await client.stream('/stream', { timeoutMs: 0 });
+  assert.equal(seen.at(-1)?.authorization, 'Bearer tok_secret');
+  const got: string[] = [];
+  for await (const chunk of body) {
+    got.push(chunk.toString());
+    // The server sends its second line only now: a client that waited for the end would hang.
+    if (got.length === 1) releaseSecond();
+  }
+  assert.deepEqual(got.join('').split('\n').filter(Boolean), ['{"n":1}', '{"n":2}']);
+});
+
+test("stream(): an error answer throws the server's code; a redirect is not followed", async () => {
+  const client = new HttpClient({ url, token: 'tok_secret' });
+  await assert.rejects(client.stream('/limited'), { code: 'RATE_LIMITED', message: 'slow down' });
+  const before = seen.length;
+  await assert.rejects(client.stream('/moved'), /302/);
+  assert.equal(seen.length, before + 1, 'the redirect target was not asked');
+});
+
+test('stream(): a body that breaks off throws from the iteration; an abort ends it', async () => {
+  const client = new HttpClient({ url, token: 'tok_secret' });
+  const broken = await client.stream('/broken', { timeoutMs: 0 });
+  await assert.rejects(async () => {
+    for await (const _ of broken) {
+      // read until it breaks
+    }
+  });
+  const stop = new AbortController();
+  const body = await client.stream('/stream', { timeoutMs: 0, signal: stop.signal });
+  await assert.rejects(async () => {
+    for await (const _ of body) stop.abort();
+  });
+});
+
+test('stream(): an abort after the reader stopped reading is no uncaught error', async () => {
+  const client = new HttpClient({ url, token: 'tok_secret' });
+  const uncaught: unknown[] = [];
+  const onUncaught = (error: unknown): void => {
+    uncaught.push(error);
+  };
+  process.on('uncaughtException', onUncaught);
+  try {
+    for (const path of ['/stream', '/ended']) {
+      const stop = new AbortController();
+      const body = await client.stream(path, { timeoutMs: 0, signal: stop.signal });
+      // Read one chunk and walk away without closing the iterator, as a consumer that got
+      // what it wanted might (the answer still open, or already ended); then the signal fires.
+      await body[Symbol.asyncIterator]().next();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      stop.abort();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    // As `airlock run` follows a job to its end.
+    const api = new ApiClient(client);
+    for (let i = 0; i < 5; i += 1) {
+      const end = await followLogs(api, `job_${'a'.repeat(26)}`, { onLine: () => undefined });
+      assert.equal(end.state, 'succeeded');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  } finally {
+    process.off('uncaughtException', onUncaught);
+  }
+  assert.deepEqual(uncaught, []);
 });

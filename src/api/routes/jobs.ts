@@ -222,6 +222,7 @@ async function* followLogs(
       wake = resolve;
     });
     const unsubscribe = deps.events.onJob(id, () => wake());
+    let onStop: (() => void) | undefined;
     try {
       const { lines, end } = await deps.jobs.logsAfter(id, seq);
       if (lines.length > 0) {
@@ -237,14 +238,17 @@ async function* followLogs(
       const keepalive = new Promise<'keepalive'>((resolve) => {
         timer = setTimeout(() => resolve('keepalive'), KEEPALIVE_MS);
       });
-      const stopped = new Promise<void>((resolve) =>
-        stop.addEventListener('abort', () => resolve(), { once: true }),
-      );
+      // Removed below: a long job wakes this loop once per stored chunk.
+      const stopped = new Promise<void>((resolve) => {
+        onStop = resolve;
+        stop.addEventListener('abort', onStop, { once: true });
+      });
       const why = await Promise.race([woken, keepalive, stopped]);
       clearTimeout(timer);
       if (why === 'keepalive') yield '\n';
     } finally {
       unsubscribe();
+      if (onStop !== undefined) stop.removeEventListener('abort', onStop);
     }
   }
 }
