@@ -689,16 +689,20 @@ describe('Worker: stopping', () => {
 });
 
 describe('JobRun', () => {
-  test('a job claimed while the worker stops is released without being started', async () => {
-    const server = new FakeServer();
-    const engine = new FakeEngine();
-    const run = new JobRun(claimedJob({}, 3000), performance.now(), {
+  /** A JobRun of a job claimed but not started (state leased), on its own, without a worker loop. */
+  const jobRunOf = (server: FakeServer, engine: FakeEngine): JobRun =>
+    new JobRun(claimedJob({}, 3000), performance.now(), {
       client: server,
       engine,
       logger: new RecordingLogger(),
       backoff: { initialMs: 5, maxMs: 20 },
       runtimes: ['runc'],
     });
+
+  test('a job claimed while the worker stops is released without being started', async () => {
+    const server = new FakeServer();
+    const engine = new FakeEngine();
+    const run = jobRunOf(server, engine);
     run.interrupt();
     assert.equal(await run.execute(), 'released');
     assert.deepEqual(
@@ -711,13 +715,7 @@ describe('JobRun', () => {
   test('a job claimed without starting it is started first; the runtime runs only after', async () => {
     const server = new FakeServer();
     const engine = new FakeEngine();
-    const run = new JobRun(claimedJob({}, 3000), performance.now(), {
-      client: server,
-      engine,
-      logger: new RecordingLogger(),
-      backoff: { initialMs: 5, maxMs: 20 },
-      runtimes: ['runc'],
-    });
+    const run = jobRunOf(server, engine);
     assert.equal(await run.execute(), 'reported');
     const kinds = server.calls.map((call) => call.kind);
     assert.equal(kinds[0], 'start');
@@ -731,13 +729,7 @@ describe('JobRun', () => {
       throw new AirlockError('INVALID_REQUEST', 'fence must be an integer');
     };
     const engine = new FakeEngine();
-    const run = new JobRun(claimedJob({}, 3000), performance.now(), {
-      client: server,
-      engine,
-      logger: new RecordingLogger(),
-      backoff: { initialMs: 5, maxMs: 20 },
-      runtimes: ['runc'],
-    });
+    const run = jobRunOf(server, engine);
     assert.equal(await run.execute(), 'released');
     assert.deepEqual(
       server.calls.map((call) => call.kind),
