@@ -1,6 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
 import { signRequest } from '../auth/request-signature.js';
 import { AirlockError, type AirlockErrorCode, describeError, ERROR_CATALOGUE } from '../errors.js';
 
@@ -120,6 +121,7 @@ export class HttpClient {
           resolve,
         );
         request.on('error', reject);
+        request.on('socket', keepSocketErrorsHandled);
         request.end(body);
       });
     } catch (error) {
@@ -201,6 +203,18 @@ export class HttpClient {
       signal: signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals),
     };
   }
+}
+
+/**
+ * An abort that lands after an answer fully arrived but before its end was read (a reader
+ * paused on its last lines, then Ctrl-C or the idle timer) destroys a socket that Node.js's
+ * keep-alive pool has just taken back without its error listener: the error would be
+ * uncaught and end the process. The request and the reader get their errors their own way;
+ * this one listener per socket (added once, sockets are reused) only keeps that one quiet.
+ */
+function ignoreSocketError(): void {}
+function keepSocketErrorsHandled(socket: Socket): void {
+  if (!socket.listeners('error').includes(ignoreSocketError)) socket.on('error', ignoreSocketError);
 }
 
 /**

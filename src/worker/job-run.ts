@@ -192,7 +192,7 @@ export class JobRun {
     // ═════════════════════════════════════════════════════════════════════════════════
     const { client } = this.#deps;
     const { jobId, fence } = this.#claimed;
-    if (this.#interrupted) return this.#release('the worker is stopping; the job was not started');
+    if (this.#interrupted) return this.#release('the worker is stopping; the job was not run');
     // A claim that asked to start the job answers with it running (decision 0014); a job
     // still leased is started here.
     if (this.#claimed.state !== 'running') {
@@ -205,7 +205,7 @@ export class JobRun {
       }
     }
     if (this.#isLost) return 'lost';
-    if (this.#interrupted) return this.#release('the worker is stopping; the job was not started');
+    if (this.#interrupted) return this.#release('the worker is stopping; the job was not run');
 
     let job: WorkerJob;
     try {

@@ -385,7 +385,7 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
     assert.equal(events.filter((e) => e.action === 'job.lost' && e.target === `job:${id}`).length, 2);
   });
 
-  test('a claim that asks to start the job answers it running: two transitions, two audit events, one transaction', async () => {
+  test('a claim that asks to start the job answers it running: two transitions, two audit events in order', async () => {
     const leasedOnly = await server.call('POST', '/v1/jobs', server.admin, spec('start-on-claim'));
     const plain = await claim();
     assert.equal(plain.body.jobId, leasedOnly.body.id);

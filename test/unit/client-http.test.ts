@@ -58,6 +58,12 @@ before(async () => {
         response.setHeader('content-type', 'application/x-ndjson');
         response.write('\n');
         response.end('{"end":{"state":"succeeded","terminal":true,"exitStatus":0}}\n');
+      } else if (request.url?.startsWith('/v1/jobs/job_bbbbbbbbbbbbbbbbbbbbbbbbbb/logs?')) {
+        // A line and the end in one write, then the answer ends.
+        response.setHeader('content-type', 'application/x-ndjson');
+        response.end(
+          `${JSON.stringify({ seq: 1, stream: 'stdout', data: 'aGk=' })}\n{"end":{"state":"succeeded","terminal":true,"exitStatus":0}}\n`,
+        );
       } else if (request.url === '/ended') {
         response.setHeader('content-type', 'application/x-ndjson');
         response.end('{"end":true}\n');
@@ -181,6 +187,20 @@ test('stream(): an abort after the reader stopped reading is no uncaught error',
     for (let i = 0; i < 5; i += 1) {
       const end = await followLogs(api, `job_${'a'.repeat(26)}`, { onLine: () => undefined });
       assert.equal(end.state, 'succeeded');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // The caller's own signal (Ctrl-C) while a line is being handed out, the whole answer
+    // already arrived but not read to its end.
+    for (let i = 0; i < 20; i += 1) {
+      const stop = new AbortController();
+      // Either the end (it was read already) or the abort: never a dead process.
+      await followLogs(api, `job_${'b'.repeat(26)}`, {
+        signal: stop.signal,
+        onLine: async () => {
+          stop.abort();
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        },
+      }).catch((error: unknown) => assert.equal((error as Error).name, 'AbortError'));
     }
     await new Promise((resolve) => setTimeout(resolve, 100));
   } finally {
