@@ -14,9 +14,9 @@
 #   kill   ID SIGNAL GROUP                            KILL, TERM, INT or HUP; GROUP 1: its group
 #   disk   ID IMAGE BYTES MOUNTPOINT                  allocate the (existing, empty) image in
 #       full, format it ext4 by writing the metadata of a filesystem of that size made once
-#       with mkfs.ext4, and mount it on a loop device (nosuid, nodev, noatime; the device is
-#       freed when it is unmounted)
-#   unmount ID PATH
+#       with mkfs.ext4 and laid out for a job (see lay_out), and mount it on a loop device
+#       (nosuid, nodev, noatime; the device is freed when it is unmounted)
+#   unmount ID PATH      unmount PATH, then remove it (an empty directory once unmounted)
 #   arm    ID DIR MS     a job's deadline: MS from now every process listed under the job's
 #       cgroup directory DIR is killed (cgroup.kill where there is one, then SIGKILL to each
 #       PID until none is left); this survives the Node.js process
@@ -35,7 +35,7 @@
 use strict;
 use warnings;
 use Config;
-use Errno qw(EINTR EAGAIN);
+use Errno qw(EINTR EAGAIN ENOENT);
 use Fcntl qw(F_GETFL F_SETFL O_NONBLOCK O_RDWR O_RDONLY O_NOFOLLOW SEEK_SET);
 use POSIX qw(WNOHANG);
 
@@ -282,14 +282,30 @@ sub run_mkfs {
   }
 }
 
+# A job's disk as Airlock hands it out: its root closed to everyone but root (0700), work/
+# and tmp/ made and closed (0700, root's until the engine gives them to the job's user), no
+# lost+found (a fresh one is empty, and nothing ever checks these disks).
+sub lay_out {
+  my ($root) = @_;
+  chmod(0700, $root) or return disk_error('format', "chmod $root");
+  for my $name (qw(work tmp)) {
+    mkdir("$root/$name", 0700) or return disk_error('format', "mkdir $root/$name");
+    chmod(0700, "$root/$name") or return disk_error('format', "chmod $root/$name");
+  }
+  rmdir("$root/lost+found") or $! == ENOENT or return disk_error('format', "rmdir $root/lost+found");
+  return undef;
+}
+
 # What a fresh ext4 of this size consists of: formatted once into a sparse file next to the
-# first image of that size, the ranges mkfs.ext4 wrote are kept (about 600 KiB for 1 GiB).
-# Undef when the filesystem's metadata is too large to keep (a very large disk): then each
-# disk of that size is formatted by mkfs.ext4 itself.
+# first image of that size and laid out for a job (mounted once on the job's mount point for
+# that), the ranges written are kept (about 600 KiB for 1 GiB). Every disk of that size is
+# then the same laid-out filesystem, with no file operation on it before the job. Undef when
+# the filesystem's metadata is too large to keep (a very large disk): then each disk of that
+# size is formatted by mkfs.ext4 itself and laid out after its mount.
 my $MAX_TEMPLATE = 16 << 20;
 my $MAX_TEMPLATES = 4;
 sub template_for {
-  my ($bytes, $near) = @_;
+  my ($bytes, $near, $mount_point) = @_;
   return $templates{$bytes} if exists $templates{$bytes};
   my $path = "$near.template";
   unlink $path;
@@ -298,6 +314,23 @@ sub template_for {
   truncate($fh, $bytes) or do { unlink $path; return (undef, disk_error('format', 'cannot size the template')) };
   close $fh;
   my $status = run_mkfs($path);
+  if (defined $status && $status == 0) {
+    # Laid out through the kernel's own ext4, on the job's mount point (where a crash leaves
+    # nothing the sweep does not already unmount).
+    my $failure;
+    if (sysopen(my $template, $path, O_RDWR | O_NOFOLLOW)) {
+      $failure = attach_and_mount($template, $path, $mount_point);
+      close $template;
+      if (!$failure) {
+        $failure = lay_out($mount_point);
+        syscall($SYS->{umount2}, $mount_point, 8) == 0
+          or $failure //= disk_error('format', "umount the template from $mount_point");
+      }
+    } else {
+      $failure = disk_error('format', 'cannot open the template');
+    }
+    if ($failure) { unlink $path; return (undef, $failure) }
+  }
   my @ranges;
   my $total = 0;
   if (defined $status && $status == 0 && sysopen(my $read, $path, O_RDONLY | O_NOFOLLOW)) {
@@ -343,7 +376,7 @@ sub make_disk {
   # Allocated in full: the host's free space is reserved before the job starts.
   syscall($SYS->{fallocate}, fileno($fh), 0, 0, $bytes + 0) == 0
     or return disk_error('allocate', 'fallocate');
-  my ($ranges, $failure) = template_for($bytes + 0, $image);
+  my ($ranges, $failure) = template_for($bytes + 0, $image, $mount_point);
   return $failure if $failure;
   if (!$ranges) {
     my $status = run_mkfs($image);
@@ -360,8 +393,18 @@ sub make_disk {
       $written += $n;
     }
   }
-  # A free loop device, configured in one step on the image (Linux 5.8+); another process
-  # may take the same device first (EBUSY): then the next free one.
+  my $error = attach_and_mount($fh, $image, $mount_point);
+  close $fh;
+  return $error if $error;
+  # A disk formatted by mkfs.ext4 itself is laid out now; one from a template already is.
+  return $ranges ? undef : lay_out($mount_point);
+}
+
+# Mounts the image open on $fh on $mount_point through a free loop device, configured in one
+# step (Linux 5.8+) to free itself once unmounted. Undef, or the failure.
+sub attach_and_mount {
+  my ($fh, $image, $mount_point) = @_;
+  # Another process may take the same device first (EBUSY): then the next free one.
   my $control;
   sysopen($control, '/dev/loop-control', O_RDWR) or return disk_error('mount', 'cannot open /dev/loop-control');
   my ($loop, $device);
@@ -391,7 +434,6 @@ sub make_disk {
   # Closing the last descriptor of an auto-clearing device that is not mounted frees it; a
   # mounted one is freed when it is unmounted.
   close $loop;
-  close $fh;
   return $error;
 }
 
@@ -401,8 +443,11 @@ sub unmount {
   my $path = $request->{path};
   return { errno => 'EINVAL', step => 'unmount', message => 'no path' } unless defined $path;
   # UMOUNT_NOFOLLOW (8): the path's last component is not followed if it is a link.
-  return undef if syscall($SYS->{umount2}, $path, 8) == 0;
-  return disk_error('unmount', "umount $path");
+  return disk_error('unmount', "umount $path") unless syscall($SYS->{umount2}, $path, 8) == 0;
+  # The mount point, empty once unmounted, goes too (here rather than in Node.js: removing a
+  # directory that was just a mount point can wait a while on the kernel).
+  rmdir($path) or $! == ENOENT or return disk_error('unmount', "rmdir $path");
+  return undef;
 }
 
 # --- watchdogs ---------------------------------------------------------------------------

@@ -83,12 +83,8 @@ export async function createWorkspace(jobDir: string, diskBytes: number): Promis
     if (failure.step === 'format') setupFailed(`cannot format the job's disk: ${failure.message}`, error);
     setupFailed(`cannot mount the job's disk: ${failure.message}`, error);
   }
-  // The disk's root is root's and closed (0700) until it is handed to one job.
-  chmodSync(ws.mountPoint, 0o700);
-  mkdirSync(ws.workDir, { mode: 0o700 });
-  mkdirSync(ws.tmpDir, { mode: 0o700 });
-  // A fresh filesystem's lost+found is empty.
-  rmSync(join(ws.mountPoint, 'lost+found'), { recursive: true, force: true });
+  // The helper hands the disk out laid out: its root root's and closed (0700), work/ and
+  // tmp/ made and closed (0700) until assignWorkspace() gives them to one job, no lost+found.
   return ws;
 }
 
@@ -133,7 +129,7 @@ export async function removeWorkspace(jobDir: string): Promise<void> {
   }
   // Freeing a large image's blocks can take a while: off the event loop.
   await rm(ws.image, { force: true });
-  // Unmounted, the mount point is an empty directory.
+  // The helper removed the mount point with the unmount; one never mounted is still here.
   rmSync(ws.mountPoint, { recursive: true, force: true });
 }
 

@@ -1,7 +1,19 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, open, readFile, rm, rmdir, stat, symlink, writeFile } from 'node:fs/promises';
+import {
+  lstat,
+  mkdir,
+  mkdtemp,
+  open,
+  readdir,
+  readFile,
+  rm,
+  rmdir,
+  stat,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -179,7 +191,22 @@ describe('host helper: disks', { skip: !isRoot && 'needs root' }, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  test('makes an ext4 disk of the size asked, mounted nosuid and nodev, and unmounts it', async () => {
+  /** A disk as the helper hands it out: root 0700, work/ and tmp/ 0700 and root's, nothing else. */
+  const assertLaidOut = async (mountPoint: string): Promise<void> => {
+    const root = await stat(mountPoint);
+    assert.equal(root.mode & 0o7777, 0o700);
+    assert.equal(root.uid, 0);
+    assert.deepEqual((await readdir(mountPoint)).sort(), ['tmp', 'work']);
+    for (const name of ['work', 'tmp']) {
+      const entry = await lstat(join(mountPoint, name));
+      assert.ok(entry.isDirectory(), name);
+      assert.equal(entry.mode & 0o7777, 0o700, name);
+      assert.equal(entry.uid, 0, name);
+      assert.deepEqual(await readdir(join(mountPoint, name)), [], name);
+    }
+  };
+
+  test('makes an ext4 disk of the size asked, mounted nosuid and nodev and laid out, and unmounts it', async () => {
     const image = join(dir, 'a.img');
     const mountPoint = join(dir, 'a');
     await (await open(image, 'wx', 0o600)).close();
@@ -197,20 +224,24 @@ describe('host helper: disks', { skip: !isRoot && 'needs root' }, () => {
     for (const option of ['nosuid', 'nodev', 'noatime']) assert.ok(options.includes(option), option);
     // Allocated in full on the host (the job can never fill the host's disk instead).
     assert.ok((await stat(image)).blocks * 512 >= 64 * 1024 * 1024);
-    await writeFile(join(mountPoint, 'f'), 'data');
+    // The first disk of a size makes the template (laid out through a mount of its own).
+    await assertLaidOut(mountPoint);
+    await writeFile(join(mountPoint, 'work', 'f'), 'data');
+    await mkdir(join(mountPoint, 'tmp', 'd'));
     await HostHelper.disks().unmount(mountPoint);
     assert.equal(
       readMountInfo().some((mount) => mount.mountPoint === mountPoint),
       false,
     );
+    // The mount point goes with the unmount.
+    assert.equal(existsSync(mountPoint), false);
     // The second disk of the same size comes from the template: empty, not the first one's files.
     const image2 = join(dir, 'b.img');
     const mountPoint2 = join(dir, 'b');
     await (await open(image2, 'wx', 0o600)).close();
     await mkdir(mountPoint2);
     await HostHelper.disks().makeDisk(image2, 64 * 1024 * 1024, mountPoint2);
-    assert.equal(existsSync(join(mountPoint2, 'f')), false);
-    assert.ok(existsSync(join(mountPoint2, 'lost+found')));
+    await assertLaidOut(mountPoint2);
     await HostHelper.disks().unmount(mountPoint2);
   });
 
