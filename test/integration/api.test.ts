@@ -520,6 +520,47 @@ describe('API: jobs, idempotency, queue bounds, worker fencing', () => {
     assert.deepEqual(lines.at(-1), { end: { state: 'succeeded', terminal: true, exitStatus: 0 } });
   });
 
+  test('a follow stream woken by many chunks holds no more listeners than one wake needs', async () => {
+    await server.call('POST', '/v1/jobs', server.admin, spec('many-chunks'));
+    const claimed = await claim();
+    const id = claimed.body.jobId;
+    const { fence } = claimed.body;
+    const warnings: string[] = [];
+    const onWarning = (warning: Error): void => {
+      warnings.push(`${warning.name}: ${warning.message}`);
+    };
+    process.on('warning', onWarning);
+    try {
+      const follower = fetch(`${server.url}/v1/jobs/${id}/logs?follow=true`, {
+        headers: { authorization: `Bearer ${server.admin}` },
+      }).then((r) => r.text());
+      await server.call('POST', `/v1/worker/jobs/${id}/start`, server.worker, { fence });
+      // Each chunk wakes the follower once; before, each wake left a listener on its signal.
+      for (let seq = 1; seq <= 30; seq += 1) {
+        const stored = await server.call('POST', `/v1/worker/jobs/${id}/logs`, server.worker, {
+          fence,
+          chunks: [{ seq, stream: 'stdout', data: Buffer.from(`${seq}\n`).toString('base64') }],
+        });
+        assert.equal(stored.status, 200);
+        await sleep(5);
+      }
+      await server.call('POST', `/v1/worker/jobs/${id}/result`, server.worker, {
+        fence,
+        outcome: 'completed',
+        result: RESULT_OK,
+        error: null,
+      });
+      assert.match(await follower, /"end"/);
+      await sleep(50);
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.deepEqual(
+      warnings.filter((w) => w.includes('MaxListenersExceeded')),
+      [],
+    );
+  });
+
   test('cancel: a queued job ends at once; a running one is told at its next heartbeat; a finished one is 409', async () => {
     const queued = await server.call('POST', '/v1/jobs', server.admin, spec('cancel'));
     const cancelled = await server.call('POST', `/v1/jobs/${queued.body.id}/cancel`, server.admin);
